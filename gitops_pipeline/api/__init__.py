@@ -1,0 +1,1 @@
+"""The web process: REST API (and, later, webhooks, metrics and the status page)."""

@@ -1,0 +1,77 @@
+"""The Celery application: queues, routing, reliability settings, logging hooks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery, signals
+from kombu.entity import Queue
+
+from gitops_pipeline import runtime
+from gitops_pipeline.config import Settings
+from gitops_pipeline.logsetup import configure_logging, current_task_id
+
+QUEUES = ("sync", "scan", "automation", "default")
+
+app = Celery("gitops_pipeline", include=["gitops_pipeline.tasks.sync"])
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Every Celery setting the operator relies on, derived from validated settings."""
+    transport = {
+        "visibility_timeout": settings.visibility_timeout,
+        "global_keyprefix": f"{settings.key_prefix}celery:",
+        "socket_timeout": 10,
+        "socket_connect_timeout": 3,
+    }
+    return {
+        "broker_url": settings.redis_url,
+        "result_backend": settings.redis_url,
+        "broker_transport_options": transport,
+        "result_backend_transport_options": transport,
+        "broker_connection_retry_on_startup": True,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "event_serializer": "json",
+        "accept_content": ["json"],
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_soft_time_limit": settings.tasks.soft_time_limit,
+        "task_time_limit": settings.tasks.hard_time_limit,
+        "task_queues": [Queue(name) for name in QUEUES],
+        "task_default_queue": "default",
+        "task_routes": {f"{queue}.*": {"queue": queue} for queue in QUEUES if queue != "default"},
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "worker_hijack_root_logger": False,
+        "result_expires": 24 * 3600,
+        "timezone": "UTC",
+        "beat_scheduler": "redbeat.RedBeatScheduler",
+        "redbeat_redis_url": settings.redis_url,
+        "redbeat_key_prefix": f"{settings.key_prefix}redbeat:",
+        "redbeat_lock_timeout": 60,
+    }
+
+
+def configure(settings: Settings) -> Celery:
+    """Point the app (and this process's runtime) at `settings`."""
+    runtime.init(settings)
+    app.conf.update(celery_config(settings))
+    return app
+
+
+@signals.setup_logging.connect
+def _setup_logging(**_: Any) -> None:
+    settings = runtime.settings()
+    configure_logging(settings.log_format, settings.log_level)
+
+
+@signals.task_prerun.connect
+def _bind_task_id(task_id: str | None = None, **_: Any) -> None:
+    current_task_id.set(task_id or "-")
+
+
+@signals.task_postrun.connect
+def _unbind_task_id(**_: Any) -> None:
+    current_task_id.set("-")

@@ -1,0 +1,1 @@
+"""gitopsctl: the operator's command line; talks to the REST API only."""

@@ -1,0 +1,1 @@
+"""Cluster: the only package that talks to the Kubernetes API."""

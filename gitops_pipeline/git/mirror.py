@@ -1,0 +1,113 @@
+"""A bare mirror of one remote branch, fetched incrementally, and export of a revision."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import re
+import tarfile
+from pathlib import Path
+
+import git
+
+from gitops_pipeline.errors import GitError, ManifestError
+
+_CREDENTIALS_RE = re.compile(r"//[^/@]*@")
+
+
+def redact(url: str) -> str:
+    """Drop user:password from a URL so it can go into logs and events."""
+    return _CREDENTIALS_RE.sub("//", url)
+
+
+class Mirror:
+    """A bare repository under `path` tracking `url`; one per pipeline per worker."""
+
+    def __init__(
+        self,
+        path: Path,
+        url: str,
+        timeout: float,
+        ssh_key_file: Path | None = None,
+        token: str | None = None,
+    ) -> None:
+        self.path = path
+        self.url = url
+        self.timeout = timeout
+        self._env = self._auth_env(ssh_key_file, token)
+
+    @staticmethod
+    def _auth_env(ssh_key_file: Path | None, token: str | None) -> dict[str, str]:
+        env = {"GIT_TERMINAL_PROMPT": "0"}
+        if ssh_key_file is not None:
+            env["GIT_SSH_COMMAND"] = (
+                f"ssh -i {ssh_key_file} -o IdentitiesOnly=yes -o BatchMode=yes "
+                "-o StrictHostKeyChecking=accept-new"
+            )
+        if token is not None:
+            # Passed through git's environment config, never on the command line.
+            basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+            env.update(
+                GIT_CONFIG_COUNT="1",
+                GIT_CONFIG_KEY_0="http.extraHeader",
+                GIT_CONFIG_VALUE_0=f"Authorization: Basic {basic}",
+            )
+        return env
+
+    def _repo(self) -> git.Repo:
+        if (self.path / "HEAD").exists():
+            repo = git.Repo(self.path)
+            if repo.remotes.origin.url != self.url:
+                repo.remotes.origin.set_url(self.url)
+            return repo
+        self.path.mkdir(parents=True, exist_ok=True)
+        repo = git.Repo.init(self.path, bare=True)
+        repo.create_remote("origin", self.url)
+        return repo
+
+    def fetch(self, branch: str) -> str:
+        """Fetch `branch` (and tags) from the remote; return the branch's HEAD SHA."""
+        repo = self._repo()
+        refspec = f"+refs/heads/{branch}:refs/remotes/origin/{branch}"
+        try:
+            repo.git.fetch(
+                "origin",
+                refspec,
+                "+refs/tags/*:refs/tags/*",
+                "--prune",
+                env={**os.environ, **self._env},
+                kill_after_timeout=self.timeout,
+            )
+        except git.GitCommandError as exc:
+            raise GitError(self._explain(exc, branch)) from None
+        return str(repo.rev_parse(f"refs/remotes/origin/{branch}").hexsha)
+
+    def _explain(self, exc: git.GitCommandError, branch: str) -> str:
+        stderr = str(exc.stderr or "").strip().strip("'").strip()
+        remote = redact(self.url)
+        if "couldn't find remote ref" in stderr:
+            return f"branch {branch!r} not found at {remote}"
+        if exc.status == -9 or "timed out" in stderr.lower():
+            return f"git fetch from {remote} timed out after {self.timeout:g}s"
+        last = stderr.splitlines()[-1] if stderr else f"exit status {exc.status}"
+        return f"git fetch from {remote} failed: {redact(last)}"
+
+    def export(self, revision: str, dest: Path) -> None:
+        """Write the tree of `revision` into `dest` (which must be empty or absent)."""
+        repo = self._repo()
+        buffer = io.BytesIO()
+        try:
+            repo.archive(buffer, treeish=revision, format="tar")
+        except git.GitCommandError as exc:
+            raise GitError(f"cannot export revision {revision}: {exc.stderr}") from None
+        buffer.seek(0)
+        dest.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(fileobj=buffer) as archive:
+            try:
+                # The "data" filter refuses absolute paths and symlinks that escape `dest`.
+                archive.extractall(dest, filter="data")
+            except tarfile.FilterError as exc:
+                raise ManifestError(
+                    f"revision {revision[:12]}: unsafe file in tree: {exc}"
+                ) from None

@@ -1,0 +1,1 @@
+"""Celery tasks: thin glue between the queues and the domain packages."""
