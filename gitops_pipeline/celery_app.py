@@ -54,8 +54,20 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+_bound_to: tuple[str, str] | None = None
+
+
 def configure(settings: Settings) -> Celery:
-    """Point the app (and this process's runtime) at `settings`."""
+    """Point the app (and this process's runtime) at `settings`.
+
+    Celery caches its broker connections, so a process is bound to one Redis and key prefix;
+    later calls may change anything else (e.g. the pipelines) but not those two.
+    """
+    global _bound_to
+    binding = (settings.redis_url, settings.key_prefix)
+    if _bound_to is not None and _bound_to != binding:
+        raise RuntimeError(f"the Celery app is already bound to {_bound_to}, not {binding}")
+    _bound_to = binding
     runtime.init(settings)
     app.conf.update(celery_config(settings))
     return app

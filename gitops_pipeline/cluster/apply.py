@@ -75,9 +75,32 @@ class ApplyResult:
 def _api_message(exc: ApiException) -> str:
     try:
         body = json.loads(str(exc.body))
-        return f"{exc.status} {body.get('reason', '')}: {body.get('message', '')}".strip()
+        parts = [str(exc.status), body.get("reason") or "", body.get("message") or ""]
+        return " ".join(part for part in parts if part)
     except (TypeError, ValueError):
         return f"{exc.status} {exc.reason}"
+
+
+def _default_port_protocols(node: Any) -> None:
+    """Write `protocol: TCP` (the API's own default) into ports lists that omit it.
+
+    Server-side apply on older API servers (seen on 1.20) refuses a Service or container port
+    without `protocol`, because it is part of the list's merge key; kubectl's client-side apply
+    never hit this, so manifests written for Flux v1 commonly omit it.
+    """
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "ports" and isinstance(value, list):
+                for port in value:
+                    if isinstance(port, dict) and (
+                        "containerPort" in port or "port" in port
+                    ):
+                        port.setdefault("protocol", "TCP")
+            else:
+                _default_port_protocols(value)
+    elif isinstance(node, list):
+        for item in node:
+            _default_port_protocols(item)
 
 
 class Applier:
@@ -95,6 +118,7 @@ class Applier:
         """Give a namespaced object without a namespace the default one; copy, never mutate."""
         resource = self._resource(obj)
         placed = json.loads(json.dumps(obj))
+        _default_port_protocols(placed)
         meta = placed.setdefault("metadata", {})
         if resource.namespaced:
             meta.setdefault("namespace", self._default_namespace)

@@ -87,7 +87,10 @@ def load_paths(root: Path, paths: list[str]) -> list[Manifest]:
         files.update(
             p
             for p in candidates
-            if p.is_file() and p.suffix in YAML_SUFFIXES and ".git" not in p.relative_to(root).parts
+            if p.is_file()
+            and p.suffix in YAML_SUFFIXES
+            and p.resolve().is_relative_to(root)  # a symlink must not lead out of the tree
+            and ".git" not in p.relative_to(root).parts
         )
     for path in sorted(files):
         for manifest in _documents(path, root):
