@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery, signals
-from kombu.entity import Queue
+from kombu.entity import Exchange, Queue
 
 from gitops_pipeline import runtime
 from gitops_pipeline.config import Settings
@@ -39,8 +39,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "task_soft_time_limit": settings.tasks.soft_time_limit,
         "task_time_limit": settings.tasks.hard_time_limit,
-        "task_queues": [Queue(name) for name in QUEUES],
+        # One direct exchange per queue, so a message lands in exactly one queue.
+        "task_queues": [
+            Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES
+        ],
         "task_default_queue": "default",
+        "task_default_exchange": "default",
+        "task_default_routing_key": "default",
         "task_routes": {f"{queue}.*": {"queue": queue} for queue in QUEUES if queue != "default"},
         "worker_send_task_events": True,
         "task_send_sent_event": True,

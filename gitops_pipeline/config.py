@@ -296,17 +296,24 @@ def _node_lines(node: yaml.Node, path: Location, out: dict[Location, int]) -> No
 
 
 def _parse_scalar(text: str) -> object:
+    """Read an environment value as YAML (`true`, `30`, `[a, b]`), else as the plain string.
+
+    Only flow collections written as such become lists or mappings, so `gp:` stays a string.
+    """
     try:
-        return yaml.safe_load(text)
+        value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+    if isinstance(value, dict | list) and not text.lstrip().startswith(("[", "{")):
+        return text
+    return text if value is None and text.strip() not in ("", "null", "~") else value
 
 
 def _env_key(name: str) -> str:
     return name.upper().replace("-", "_")
 
 
-def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[Location, str]:
+def apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> dict[Location, str]:
     """Apply `GITOPS__A__B=v` overrides in place; return where each overridden key came from."""
     sources: dict[Location, str] = {}
     for var in sorted(environ):
@@ -424,7 +431,7 @@ def parse_settings(text: str, file: str, environ: Mapping[str, str]) -> Settings
     lines: dict[Location, int] = {}
     if node is not None:
         _node_lines(node, (), lines)
-    sources = _apply_env(data, environ)
+    sources = apply_env_overrides(data, environ)
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:

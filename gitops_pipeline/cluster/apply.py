@@ -92,9 +92,7 @@ def _default_port_protocols(node: Any) -> None:
         for key, value in node.items():
             if key == "ports" and isinstance(value, list):
                 for port in value:
-                    if isinstance(port, dict) and (
-                        "containerPort" in port or "port" in port
-                    ):
+                    if isinstance(port, dict) and ("containerPort" in port or "port" in port):
                         port.setdefault("protocol", "TCP")
             else:
                 _default_port_protocols(value)

@@ -86,7 +86,7 @@ def _argv0_matches(pid: int, expect: str | None) -> bool:
         argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0]
     except OSError:
         return False
-    return os.path.basename(argv0.decode(errors="replace")) == expect
+    return os.path.basename(argv0.decode(errors="replace")).startswith(expect)
 
 
 @dataclass(eq=False)

@@ -282,7 +282,10 @@ def test_readiness_timeout_raises_and_stops(tmp_path: Path):
 
 def test_stop_pidfile_cleans_up_a_leftover_service(tmp_path: Path):
     process = ManagedProcess("leftover", ["sleep", "300"], tmp_path).start()
-    process.wait_until_ready(lambda: True, 1)
+    # Ready once the forked child has exec'd `sleep` (before that its argv[0] is Python's).
+    process.wait_until_ready(
+        lambda: Path(f"/proc/{process.pid}/cmdline").read_bytes().startswith(b"sleep"), 5
+    )
     try:
         assert stop_pidfile(process.pid_path, expect="redis-server") is False  # not ours
         assert process.running()

@@ -104,6 +104,16 @@ def test_env_overrides_any_key() -> None:
     assert pipeline.sync.garbage_collection == "dry-run"
 
 
+def test_env_values_that_look_like_yaml_mappings_stay_strings() -> None:
+    environ = {
+        "GITOPS__KEY_PREFIX": "team-a:",
+        "GITOPS__PIPELINES__SAMPLE_APP__GIT__BRANCH": "main",
+    }
+    settings = parse_settings(MINIMAL, "gitops.yaml", environ)
+    assert settings.key_prefix == "team-a:"
+    assert settings.pipeline("sample-app").git.branch == "main"
+
+
 def test_bad_env_override_names_the_variable() -> None:
     environ = {"GITOPS__PIPELINES__SAMPLE_APP__SYNC__INTERVAL": "soon"}
     message = _error(MINIMAL, environ)
