@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench
+.PHONY: install run test lint
 
 $(STAMP): pyproject.toml constraints.txt scripts/install-system-deps.sh scripts/build-kube-apiserver.sh
 	bash scripts/install-system-deps.sh
@@ -25,5 +25,3 @@ lint: install
 test: lint
 	$(BIN)/pytest
 
-bench: install
-	$(BIN)/python -m bench

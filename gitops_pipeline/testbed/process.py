@@ -54,8 +54,8 @@ def stop_pidfile(pid_path: Path, *, expect: str | None = None, timeout: float = 
     """Stop a service left behind by an earlier run, given the pid file it wrote.
 
     Only a process that still leads its own process group (as every :class:`ManagedProcess`
-    does) is signalled, and, if ``expect`` is given, only if the basename of its ``argv[0]`` is
-    ``expect``; this guards against a recycled pid. Sends SIGTERM to the group, then SIGKILL
+    does) is signalled, and, if ``expect`` is given, only if the basename of its ``argv[0]`` starts
+    with ``expect``; this guards against a recycled pid. Sends SIGTERM to the group, then SIGKILL
     after ``timeout`` seconds. Removes the pid file. Returns whether a process was stopped.
     """
     try:
