@@ -9,7 +9,7 @@ from kombu.entity import Exchange, Queue
 
 from gitops_pipeline import runtime
 from gitops_pipeline.config import Settings
-from gitops_pipeline.logsetup import configure_logging, current_task_id
+from gitops_pipeline.logsetup import configure_logging, current_pipeline, current_task_id
 
 QUEUES = ("sync", "scan", "automation", "default")
 
@@ -85,10 +85,20 @@ def _setup_logging(**_: Any) -> None:
 
 
 @signals.task_prerun.connect
-def _bind_task_id(task_id: str | None = None, **_: Any) -> None:
+def _bind_log_context(
+    task_id: str | None = None, args: tuple[Any, ...] | None = None, **_: Any
+) -> None:
+    """Every log line of a task names its id and, for pipeline tasks, the pipeline.
+
+    Pipeline tasks take the pipeline name as their last positional argument.
+    """
     current_task_id.set(task_id or "-")
+    last = args[-1] if args else None
+    known = {p.name for p in runtime.settings().pipelines}
+    current_pipeline.set(last if isinstance(last, str) and last in known else "-")
 
 
 @signals.task_postrun.connect
-def _unbind_task_id(**_: Any) -> None:
+def _unbind_log_context(**_: Any) -> None:
     current_task_id.set("-")
+    current_pipeline.set("-")

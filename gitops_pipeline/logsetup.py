@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from contextvars import ContextVar
 
 current_pipeline: ContextVar[str] = ContextVar("current_pipeline", default="-")
@@ -49,13 +47,3 @@ def configure_logging(fmt: str = "text", level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-
-
-@contextmanager
-def bound(pipeline: str) -> Iterator[None]:
-    """Log lines inside the block name `pipeline`."""
-    token = current_pipeline.set(pipeline)
-    try:
-        yield
-    finally:
-        current_pipeline.reset(token)

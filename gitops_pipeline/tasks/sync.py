@@ -20,7 +20,6 @@ from gitops_pipeline.cluster.client import api_client, dynamic_client
 from gitops_pipeline.config import Pipeline
 from gitops_pipeline.errors import PermanentError
 from gitops_pipeline.git.mirror import Mirror, redact
-from gitops_pipeline.logsetup import bound
 from gitops_pipeline.manifests.load import load_paths
 from gitops_pipeline.tasks.base import PipelineTask
 
@@ -59,11 +58,10 @@ def _record_stage(pipeline: str, stage: str, started: float, **fields: str | int
 def trigger(pipeline: str) -> str:
     """The one entry point for beat ticks, webhooks and `gitopsctl sync`; returns the chain id."""
     runtime.settings().pipeline(pipeline)
-    with bound(pipeline):
-        result = chain(
-            fetch.s(pipeline), verify.s(pipeline), generate.s(pipeline), apply.s(pipeline)
-        ).apply_async()
-        return str(result.id)
+    result = chain(
+        fetch.s(pipeline), verify.s(pipeline), generate.s(pipeline), apply.s(pipeline)
+    ).apply_async()
+    return str(result.id)
 
 
 @app.task(name="sync.fetch", base=PipelineTask)
@@ -71,18 +69,17 @@ def fetch(pipeline: str) -> str:
     """Fetch the branch into this worker's mirror; return the HEAD SHA."""
     spec = runtime.settings().pipeline(pipeline)
     started = time.monotonic()
-    with bound(pipeline):
-        head = _mirror(spec).fetch(spec.git.branch)
-        _record_stage(pipeline, "fetch", started, status="syncing", head=head)
-        events.record(
-            runtime.redis_client(),
-            runtime.keys(),
-            pipeline,
-            "fetched",
-            f"fetched {redact(spec.git.url)} {spec.git.branch} at {head[:12]}",
-            revision=head,
-        )
-        return head
+    head = _mirror(spec).fetch(spec.git.branch)
+    _record_stage(pipeline, "fetch", started, status="syncing", head=head)
+    events.record(
+        runtime.redis_client(),
+        runtime.keys(),
+        pipeline,
+        "fetched",
+        f"fetched {redact(spec.git.url)} {spec.git.branch} at {head[:12]}",
+        revision=head,
+    )
+    return head
 
 
 @app.task(name="sync.verify", base=PipelineTask)
@@ -110,33 +107,32 @@ def generate(revision: str, pipeline: str) -> str:
     client = runtime.redis_client()
     key = runtime.keys().artifact(_artifact_digest(spec, revision))
     started = time.monotonic()
-    with bound(pipeline):
-        if client.expire(key, ARTIFACT_TTL):
-            return key  # identical input is not rendered again
-        scratch = Path(runtime.settings().work_dir).expanduser() / "scratch"
-        scratch.mkdir(parents=True, exist_ok=True)
-        tree = Path(tempfile.mkdtemp(prefix=f"{pipeline}-", dir=scratch))
-        try:
-            _mirror(spec).export(revision, tree)
-            manifests = load_paths(tree, spec.git.paths)
-        finally:
-            shutil.rmtree(tree, ignore_errors=True)
-        payload = {
-            "pipeline": pipeline,
-            "revision": revision,
-            "objects": [{"source": m.source, "object": m.obj} for m in manifests],
-        }
-        client.set(key, json.dumps(payload), ex=ARTIFACT_TTL)
-        _record_stage(pipeline, "generate", started)
-        events.record(
-            client,
-            runtime.keys(),
-            pipeline,
-            "generated",
-            f"rendered {len(manifests)} objects at {revision[:12]}",
-            revision=revision,
-        )
-        return key
+    if client.expire(key, ARTIFACT_TTL):
+        return key  # identical input is not rendered again
+    scratch = Path(runtime.settings().work_dir).expanduser() / "scratch"
+    scratch.mkdir(parents=True, exist_ok=True)
+    tree = Path(tempfile.mkdtemp(prefix=f"{pipeline}-", dir=scratch))
+    try:
+        _mirror(spec).export(revision, tree)
+        manifests = load_paths(tree, spec.git.paths)
+    finally:
+        shutil.rmtree(tree, ignore_errors=True)
+    payload = {
+        "pipeline": pipeline,
+        "revision": revision,
+        "objects": [{"source": m.source, "object": m.obj} for m in manifests],
+    }
+    client.set(key, json.dumps(payload), ex=ARTIFACT_TTL)
+    _record_stage(pipeline, "generate", started)
+    events.record(
+        client,
+        runtime.keys(),
+        pipeline,
+        "generated",
+        f"rendered {len(manifests)} objects at {revision[:12]}",
+        revision=revision,
+    )
+    return key
 
 
 @app.task(name="sync.apply", base=PipelineTask)
@@ -145,41 +141,40 @@ def apply(artifact_key: str, pipeline: str) -> dict[str, Any]:
     spec = runtime.settings().pipeline(pipeline)
     client = runtime.redis_client()
     started = time.monotonic()
-    with bound(pipeline):
-        raw = cast(str | None, client.get(artifact_key))
-        if raw is None:
-            raise PermanentError(
-                f"rendered manifests {artifact_key} expired; the next sync renders them again"
-            )
-        payload = json.loads(raw)
-        cluster = spec.cluster
-        applier = _applier(
-            cluster.kubeconfig, cluster.context, cluster.impersonate, cluster.default_namespace
+    raw = cast(str | None, client.get(artifact_key))
+    if raw is None:
+        raise PermanentError(
+            f"rendered manifests {artifact_key} expired; the next sync renders them again"
         )
-        result = applier.apply(item["object"] for item in payload["objects"])
-        status = "synced" if not result.errors else "synced-with-errors"
-        _record_stage(
-            pipeline,
-            "apply",
-            started,
-            status=status,
-            revision=payload["revision"],
-            applied=len(result.applied),
-            failed=len(result.errors),
-            errors=json.dumps(result.errors),
-            error="",
-            finished_at=f"{time.time():.3f}",
-        )
-        keys = runtime.keys()
-        events.record(
-            client,
-            keys,
-            pipeline,
-            "applied",
-            f"applied {len(result.applied)} objects at {payload['revision'][:12]}"
-            + (f", {len(result.errors)} failed" if result.errors else ""),
-            revision=payload["revision"],
-        )
-        for ref, error in result.errors.items():
-            events.record(client, keys, pipeline, "error", f"{ref}: {error}", object=ref)
-        return {"revision": payload["revision"], "applied": result.applied, "errors": result.errors}
+    payload = json.loads(raw)
+    cluster = spec.cluster
+    applier = _applier(
+        cluster.kubeconfig, cluster.context, cluster.impersonate, cluster.default_namespace
+    )
+    result = applier.apply(item["object"] for item in payload["objects"])
+    status = "synced" if not result.errors else "synced-with-errors"
+    _record_stage(
+        pipeline,
+        "apply",
+        started,
+        status=status,
+        revision=payload["revision"],
+        applied=len(result.applied),
+        failed=len(result.errors),
+        errors=json.dumps(result.errors),
+        error="",
+        finished_at=f"{time.time():.3f}",
+    )
+    keys = runtime.keys()
+    events.record(
+        client,
+        keys,
+        pipeline,
+        "applied",
+        f"applied {len(result.applied)} objects at {payload['revision'][:12]}"
+        + (f", {len(result.errors)} failed" if result.errors else ""),
+        revision=payload["revision"],
+    )
+    for ref, error in result.errors.items():
+        events.record(client, keys, pipeline, "error", f"{ref}: {error}", object=ref)
+    return {"revision": payload["revision"], "applied": result.applied, "errors": result.errors}

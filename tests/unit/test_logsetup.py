@@ -7,17 +7,17 @@ import logging
 
 import pytest
 
-from gitops_pipeline.logsetup import bound, configure_logging, current_task_id
+from gitops_pipeline.logsetup import configure_logging, current_pipeline, current_task_id
 
 
 def test_text_lines_name_pipeline_and_task(capsys: pytest.CaptureFixture[str]) -> None:
     configure_logging("text", "INFO")
-    token = current_task_id.set("task-42")
+    task, pipeline = current_task_id.set("task-42"), current_pipeline.set("sample-app")
     try:
-        with bound("sample-app"):
-            logging.getLogger("gitops_pipeline.test").info("applied 2 objects")
+        logging.getLogger("gitops_pipeline.test").info("applied 2 objects")
     finally:
-        current_task_id.reset(token)
+        current_task_id.reset(task)
+        current_pipeline.reset(pipeline)
     line = capsys.readouterr().err.strip()
     assert "\n" not in line
     assert line.endswith(
@@ -27,8 +27,11 @@ def test_text_lines_name_pipeline_and_task(capsys: pytest.CaptureFixture[str]) -
 
 def test_json_lines(capsys: pytest.CaptureFixture[str]) -> None:
     configure_logging("json", "INFO")
-    with bound("web-app"):
+    pipeline = current_pipeline.set("web-app")
+    try:
         logging.getLogger("x").warning("commit %s has no valid signature", "abc123")
+    finally:
+        current_pipeline.reset(pipeline)
     logging.getLogger("x").debug("not shown at INFO")
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1
