@@ -4,8 +4,8 @@ RedBeat keeps the schedule in Redis behind a lock, so a second beat process wait
 standby instead of sending every tick twice.
 
 Per pipeline: `sync-<name>` every `sync.interval` (apply everything: drift correction) and
-`poll-<name>` every `git.poll_interval` (pick up new commits when no webhook arrives). Both start
-the one entry point, `sync.trigger`.
+`poll-<name>` every `git.poll_interval` (apply what changed in new commits when no webhook
+arrives). Both start the one entry point, `sync.trigger`, which coalesces them.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ def build_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "task": "sync.trigger",
             "schedule": pipeline.sync.interval,
             "args": [pipeline.name],
+            "kwargs": {"full": True},
             "options": {"expires": pipeline.sync.interval},
         }
         schedule[f"poll-{pipeline.name}"] = {

@@ -52,6 +52,27 @@ class Keys:
     def sync(self, pipeline: str) -> str:
         return f"{self.prefix}sync:{pipeline}"
 
+    def sync_run(self, pipeline: str) -> str:
+        """Set while a sync of the pipeline runs (with a TTL), for coalescing triggers."""
+        return f"{self.prefix}sync:{pipeline}:run"
+
+    def sync_pending(self, pipeline: str) -> str:
+        return f"{self.prefix}sync:{pipeline}:pending"
+
+    def applied(self, pipeline: str) -> str:
+        """ref -> checksum of every object the pipeline applied successfully."""
+        return f"{self.prefix}sync:{pipeline}:applied"
+
+    def marker(self, pipeline: str) -> str:
+        """The last applied revision when the repository is read-only."""
+        return f"{self.prefix}sync:{pipeline}:marker"
+
+    def cluster_lock(self, cluster: str) -> str:
+        return f"{self.prefix}lock:cluster:{cluster}"
+
+    def cluster_fence(self, cluster: str) -> str:
+        return f"{self.prefix}fence:cluster:{cluster}"
+
     def artifact(self, digest: str) -> str:
         return f"{self.prefix}artifact:{digest}"
 

@@ -69,7 +69,7 @@ def create_app(settings: Settings) -> FastAPI:
     @app.post("/api/v1/pipelines/{name}/sync", status_code=202)
     def sync(name: str, request: Request, scope: Admin) -> dict[str, str]:
         known(request.app.state.settings, name)
-        result = celery.send_task("sync.trigger", args=[name])
+        result = celery.send_task("sync.trigger", args=[name], kwargs={"full": True})
         return {"job": str(result.id)}
 
     return app

@@ -1,9 +1,15 @@
-"""Server-side apply of a rendered set, in rank order, concurrently within a rank."""
+"""Server-side apply of a rendered set: ranked, concurrent within a rank, fenced, policy-checked.
+
+Every applied object carries the pipeline's label and a checksum annotation of its rendered
+content; garbage collection (`cluster/gc.py`) relies on both.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +20,10 @@ from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
 FIELD_MANAGER = "gitops-pipeline"
 REQUEST_TIMEOUT = 30.0
+CRD_ESTABLISHED_TIMEOUT = 30.0
+PIPELINE_LABEL = "gitops-pipeline.io/pipeline"
+CHECKSUM_ANNOTATION = "gitops-pipeline.io/checksum"
+IGNORE_ANNOTATIONS = ("fluxcd.io/ignore", "flux.weave.works/ignore")
 
 # Flux v1's ordering: what others depend on goes first.
 _RANKS: list[set[str]] = [
@@ -48,6 +58,8 @@ _RANKS: list[set[str]] = [
     },
 ]
 
+BeforeBatch = Callable[[], None]
+
 
 def rank(kind: str) -> int:
     """0 for Namespaces up to len(_RANKS) for everything not listed."""
@@ -58,21 +70,56 @@ def rank(kind: str) -> int:
 
 
 def object_ref(obj: dict[str, Any]) -> str:
+    """`namespace:Kind/name` (`<cluster>:` for cluster-scoped objects), as Flux v1 named them."""
     meta = obj.get("metadata") or {}
     namespace = meta.get("namespace")
     prefix = f"{namespace}:" if namespace else "<cluster>:"
     return f"{prefix}{obj.get('kind')}/{meta.get('name')}"
 
 
+def ignore_mode(obj: dict[str, Any]) -> str:
+    """`true` (never touch), `sync_only` (apply, never delete) or `` from the annotations."""
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    for key in IGNORE_ANNOTATIONS:
+        value = str(annotations.get(key, "")).lower()
+        if value in ("true", "sync_only"):
+            return value
+    return ""
+
+
+def checksum(obj: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What is recorded of an applied object, enough to find and garbage-collect it later."""
+
+    api_version: str
+    kind: str
+    namespace: str | None
+    name: str
+    checksum: str
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__)
+
+    @classmethod
+    def from_json(cls, text: str) -> Applied:
+        return cls(**json.loads(text))
+
+
 @dataclass
 class ApplyResult:
-    """What one apply pass did: refs applied, and an error message per failed ref."""
+    """One apply pass: applied objects, skipped refs (unchanged or ignored), errors per ref."""
 
-    applied: list[str] = field(default_factory=list)
+    applied: dict[str, Applied] = field(default_factory=dict)
+    unchanged: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
 
 
-def _api_message(exc: ApiException) -> str:
+def api_message(exc: ApiException) -> str:
     try:
         body = json.loads(str(exc.body))
         parts = [str(exc.status), body.get("reason") or "", body.get("message") or ""]
@@ -102,65 +149,190 @@ def _default_port_protocols(node: Any) -> None:
 
 
 class Applier:
-    """Applies objects to one cluster with the operator's field manager, conflicts forced."""
+    """Applies one pipeline's objects to one cluster with the operator's field manager."""
 
-    def __init__(self, dynamic: DynamicClient, default_namespace: str, concurrency: int = 8):
+    def __init__(
+        self,
+        dynamic: DynamicClient,
+        pipeline: str,
+        default_namespace: str,
+        allow_namespaces: Iterable[str] = (),
+        concurrency: int = 16,
+    ) -> None:
         self._dynamic = dynamic
+        self._pipeline = pipeline
         self._default_namespace = default_namespace
+        self._allowed = set(allow_namespaces)
         self._concurrency = concurrency
 
     def _resource(self, obj: dict[str, Any]) -> Any:
         return self._dynamic.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
 
     def place(self, obj: dict[str, Any]) -> dict[str, Any]:
-        """Give a namespaced object without a namespace the default one; copy, never mutate."""
+        """A copy with the namespace settled and port protocols filled in.
+
+        Raises `ResourceNotFoundError` for a kind the API server does not serve and
+        `PermissionError` for an object outside `allow_namespaces`.
+        """
         resource = self._resource(obj)
-        placed = json.loads(json.dumps(obj))
+        placed: dict[str, Any] = json.loads(json.dumps(obj))
         _default_port_protocols(placed)
         meta = placed.setdefault("metadata", {})
         if resource.namespaced:
             meta.setdefault("namespace", self._default_namespace)
         else:
             meta.pop("namespace", None)
+        if self._allowed:
+            if not resource.namespaced:
+                raise PermissionError("cluster-scoped objects are not allowed for this pipeline")
+            if meta["namespace"] not in self._allowed:
+                raise PermissionError(f"namespace {meta['namespace']!r} is not in allow_namespaces")
         return placed
 
-    def _apply_one(self, obj: dict[str, Any]) -> tuple[str, str | None]:
-        ref = object_ref(obj)
+    def refs(self, objects: Iterable[dict[str, Any]]) -> set[str]:
+        """The refs `objects` have once placed (their raw refs when they cannot be placed)."""
+        found: set[str] = set()
+        for obj in objects:
+            try:
+                found.add(object_ref(self.place(obj)))
+            except (ResourceNotFoundError, PermissionError):
+                found.add(object_ref(obj))
+        return found
+
+    def _mark(self, placed: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        """Add the pipeline label and the checksum of the rendered content."""
+        digest = checksum(placed)
+        meta = placed["metadata"]
+        meta.setdefault("labels", {})[PIPELINE_LABEL] = self._pipeline
+        meta.setdefault("annotations", {})[CHECKSUM_ANNOTATION] = digest
+        return placed, digest
+
+    def _live_ignored(self, placed: list[dict[str, Any]]) -> set[str]:
+        """Refs whose live object carries an ignore annotation (one LIST per kind/namespace)."""
+        wanted = {object_ref(obj) for obj in placed}
+        scopes = {
+            (obj["apiVersion"], obj["kind"], obj["metadata"].get("namespace")) for obj in placed
+        }
+        ignored: set[str] = set()
+        for api_version, kind, namespace in scopes:
+            resource = self._dynamic.resources.get(api_version=api_version, kind=kind)
+            try:
+                listed = resource.get(namespace=namespace, _request_timeout=REQUEST_TIMEOUT)
+            except ApiException:
+                continue  # not allowed to list: Git's annotations still apply
+            for item in listed.to_dict().get("items") or []:
+                item.setdefault("kind", kind)
+                ref = object_ref(item)
+                if ref in wanted and ignore_mode(item) == "true":
+                    ignored.add(ref)
+        return ignored
+
+    def _apply_one(self, obj: dict[str, Any]) -> str | None:
         try:
-            resource = self._resource(obj)
-            resource.server_side_apply(
+            self._resource(obj).server_side_apply(
                 body=obj,
                 namespace=obj["metadata"].get("namespace"),
                 field_manager=FIELD_MANAGER,
                 force_conflicts=True,
                 _request_timeout=REQUEST_TIMEOUT,
             )
-        except ResourceNotFoundError:
-            return ref, f"unknown kind {obj['kind']} in {obj['apiVersion']}"
         except ApiException as exc:
-            return ref, _api_message(exc)
+            return api_message(exc)
         except Exception as exc:  # a transport failure for one object must not stop the rest
-            return ref, f"{type(exc).__name__}: {exc}"
-        return ref, None
+            return f"{type(exc).__name__}: {exc}"
+        return None
 
-    def apply(self, objects: Iterable[dict[str, Any]]) -> ApplyResult:
-        """Apply by rank; one failing object never stops the others."""
+    def _wait_established(self, crds: list[dict[str, Any]]) -> None:
+        """Wait until applied CRDs serve their kinds, then refresh discovery."""
+        resource = self._dynamic.resources.get(
+            api_version="apiextensions.k8s.io/v1", kind="CustomResourceDefinition"
+        )
+        deadline = time.monotonic() + CRD_ESTABLISHED_TIMEOUT
+        for crd in crds:
+            while time.monotonic() < deadline:
+                live = resource.get(name=crd["metadata"]["name"]).to_dict()
+                conditions = (live.get("status") or {}).get("conditions") or []
+                if any(c["type"] == "Established" and c["status"] == "True" for c in conditions):
+                    break
+                time.sleep(0.2)
+        self._dynamic.resources.invalidate_cache()
+
+    def apply(
+        self,
+        objects: Iterable[dict[str, Any]],
+        previous: dict[str, str] | None = None,
+        before_batch: BeforeBatch | None = None,
+    ) -> ApplyResult:
+        """Apply by rank; one failing object never stops the others.
+
+        `previous` maps refs to the checksums applied last time: objects whose checksum is
+        unchanged are skipped (pass None to apply everything, for drift correction).
+        `before_batch` runs before each rank's writes; it raises to stop (fencing).
+        """
         result = ApplyResult()
         by_rank: dict[int, list[dict[str, Any]]] = {}
         for obj in objects:
+            by_rank.setdefault(rank(obj["kind"]), []).append(obj)
+        with ThreadPoolExecutor(max_workers=self._concurrency) as pool:
+            for level in sorted(by_rank):
+                batch = self._prepare(by_rank[level], previous, result)
+                if not batch:
+                    continue
+                if before_batch is not None:
+                    before_batch()
+                objs = [obj for obj, _ in batch]
+                for (obj, digest), error in zip(
+                    batch, pool.map(self._apply_one, objs), strict=True
+                ):
+                    ref = object_ref(obj)
+                    if error is None:
+                        meta = obj["metadata"]
+                        result.applied[ref] = Applied(
+                            obj["apiVersion"],
+                            obj["kind"],
+                            meta.get("namespace"),
+                            meta["name"],
+                            digest,
+                        )
+                    else:
+                        result.errors[ref] = error
+                crds = [o for o in objs if o["kind"] == "CustomResourceDefinition"]
+                if crds:
+                    self._wait_established(crds)
+        return result
+
+    def _prepare(
+        self,
+        objects: list[dict[str, Any]],
+        previous: dict[str, str] | None,
+        result: ApplyResult,
+    ) -> list[tuple[dict[str, Any], str]]:
+        placed: list[dict[str, Any]] = []
+        for obj in objects:
             try:
-                placed = self.place(obj)
+                item = self.place(obj)
             except ResourceNotFoundError:
                 result.errors[object_ref(obj)] = (
                     f"unknown kind {obj['kind']} in {obj['apiVersion']}"
                 )
                 continue
-            by_rank.setdefault(rank(obj["kind"]), []).append(placed)
-        with ThreadPoolExecutor(max_workers=self._concurrency) as pool:
-            for level in sorted(by_rank):
-                for ref, error in pool.map(self._apply_one, by_rank[level]):
-                    if error is None:
-                        result.applied.append(ref)
-                    else:
-                        result.errors[ref] = error
-        return result
+            except PermissionError as exc:
+                result.errors[object_ref(obj)] = f"refused: {exc}"
+                continue
+            if ignore_mode(item) == "true":
+                result.ignored.append(object_ref(item))
+                continue
+            placed.append(item)
+        live_ignored = self._live_ignored(placed) if placed else set()
+        batch: list[tuple[dict[str, Any], str]] = []
+        for item in placed:
+            ref = object_ref(item)
+            if ref in live_ignored:
+                result.ignored.append(ref)
+                continue
+            marked, digest = self._mark(item)
+            if previous is not None and previous.get(ref) == digest:
+                result.unchanged.append(ref)
+                continue
+            batch.append((marked, digest))
+        return batch

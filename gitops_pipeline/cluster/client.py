@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from kubernetes import client, config
@@ -41,3 +42,9 @@ def dynamic_client(api: client.ApiClient) -> DynamicClient:
         return DynamicClient(api)
     except Exception as exc:  # urllib3 and discovery raise many types; all mean "unreachable"
         raise ClusterError(f"Kubernetes API unreachable: {exc}") from None
+
+
+def cluster_id(api: client.ApiClient) -> str:
+    """A stable name for the cluster behind `api` (its API server URL), for the writer lock."""
+    host = str(api.configuration.host).rstrip("/").lower()
+    return hashlib.sha256(host.encode()).hexdigest()[:16]

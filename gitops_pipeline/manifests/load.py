@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,8 @@ YAML_SUFFIXES = (".yaml", ".yml")
 
 @dataclass(frozen=True)
 class Manifest:
-    """One Kubernetes object and the file (relative to the repo root) it came from."""
+    """One Kubernetes object and where it came from (a file relative to the repo root, or a
+    generator of a `.flux.yaml`)."""
 
     obj: dict[str, Any]
     source: str
@@ -41,17 +43,24 @@ def _is_kubernetes_object(doc: object) -> bool:
     )
 
 
-def _documents(path: Path, root: Path) -> list[Manifest]:
-    relative = str(path.relative_to(root))
+def yaml_error(source: str, exc: yaml.YAMLError) -> ManifestError:
+    """One line naming the source, the line (when PyYAML knows it) and the problem."""
+    mark = getattr(exc, "problem_mark", None)
+    line = f":{mark.line + 1}" if mark is not None else ""
+    problem = getattr(exc, "problem", None) or "invalid YAML"
+    return ManifestError(f"{source}{line}: {problem}")
+
+
+def parse_documents(text: str, source: str) -> list[Manifest]:
+    """The Kubernetes objects in a multi-document YAML text; `kind: List` is expanded.
+
+    Empty and non-Kubernetes documents are skipped, as Flux v1 does, so values files and the
+    like may sit next to manifests.
+    """
     try:
-        docs = list(yaml.safe_load_all(path.read_text()))
+        docs = list(yaml.safe_load_all(text))
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ManifestError(f"{relative}{line}: {problem}") from None
-    except UnicodeDecodeError:
-        raise ManifestError(f"{relative}: not UTF-8 text") from None
+        raise yaml_error(source, exc) from None
     found: list[Manifest] = []
     for doc in docs:
         if (
@@ -60,11 +69,59 @@ def _documents(path: Path, root: Path) -> list[Manifest]:
             and isinstance(doc.get("items"), list)
         ):
             found.extend(
-                Manifest(item, relative) for item in doc["items"] if _is_kubernetes_object(item)
+                Manifest(item, source) for item in doc["items"] if _is_kubernetes_object(item)
             )
         elif _is_kubernetes_object(doc):
-            found.append(Manifest(doc, relative))
+            found.append(Manifest(doc, source))
     return found
+
+
+def resolve_path(root: Path, entry: str) -> Path:
+    """The configured path `entry`, resolved; it must exist inside the (resolved) `root`."""
+    base = (root / entry).resolve()
+    if not base.is_relative_to(root):
+        raise ManifestError(f"path {entry!r} is outside the repository")
+    if not base.exists():
+        raise ManifestError(f"path {entry!r} does not exist in the repository")
+    return base
+
+
+def yaml_files(root: Path, base: Path) -> set[Path]:
+    """The `*.yaml`/`*.yml` files at or under `base` that stay inside `root`, outside `.git`."""
+    candidates = [base] if base.is_file() else sorted(base.rglob("*"))
+    return {
+        p
+        for p in candidates
+        if p.is_file()
+        and p.suffix in YAML_SUFFIXES
+        and p.resolve().is_relative_to(root)  # a symlink must not lead out of the tree
+        and ".git" not in p.relative_to(root).parts
+    }
+
+
+def load_files(root: Path, files: Iterable[Path]) -> list[Manifest]:
+    """The objects in `files` (sorted by path), each sourced by its path relative to `root`."""
+    found: list[Manifest] = []
+    for path in sorted(files):
+        relative = str(path.relative_to(root))
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            raise ManifestError(f"{relative}: not UTF-8 text") from None
+        found.extend(parse_documents(text, relative))
+    return found
+
+
+def reject_duplicates(manifests: Iterable[Manifest]) -> None:
+    """Raise on the first (namespace, kind, name) seen twice, naming both sources."""
+    seen: dict[tuple[str, str, str], str] = {}
+    for manifest in manifests:
+        other = seen.get(manifest.identity)
+        if other is not None:
+            raise ManifestError(
+                f"{manifest.ref} is defined twice: in {other} and in {manifest.source}"
+            )
+        seen[manifest.identity] = manifest.source
 
 
 def load_paths(root: Path, paths: list[str]) -> list[Manifest]:
@@ -74,31 +131,9 @@ def load_paths(root: Path, paths: list[str]) -> list[Manifest]:
     error naming both files.
     """
     root = root.resolve()
-    manifests: list[Manifest] = []
-    seen: dict[tuple[str, str, str], str] = {}
     files: set[Path] = set()
     for entry in paths:
-        base = (root / entry).resolve()
-        if not base.is_relative_to(root):
-            raise ManifestError(f"path {entry!r} is outside the repository")
-        if not base.exists():
-            raise ManifestError(f"path {entry!r} does not exist in the repository")
-        candidates = [base] if base.is_file() else sorted(base.rglob("*"))
-        files.update(
-            p
-            for p in candidates
-            if p.is_file()
-            and p.suffix in YAML_SUFFIXES
-            and p.resolve().is_relative_to(root)  # a symlink must not lead out of the tree
-            and ".git" not in p.relative_to(root).parts
-        )
-    for path in sorted(files):
-        for manifest in _documents(path, root):
-            other = seen.get(manifest.identity)
-            if other is not None:
-                raise ManifestError(
-                    f"{manifest.ref} is defined twice: in {other} and in {manifest.source}"
-                )
-            seen[manifest.identity] = manifest.source
-            manifests.append(manifest)
+        files.update(yaml_files(root, resolve_path(root, entry)))
+    manifests = load_files(root, files)
+    reject_duplicates(manifests)
     return manifests

@@ -1,4 +1,9 @@
-"""The sync chain: fetch -> verify -> generate -> apply. Messages carry SHAs and keys only."""
+"""The sync chain: trigger -> fetch -> verify -> generate -> apply.
+
+Messages carry the pipeline name, SHAs and artifact keys only. `apply` holds the cluster's
+writer lock and checks its fencing token before every batch of writes and before moving the
+sync marker.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +12,22 @@ import json
 import shutil
 import tempfile
 import time
+import uuid
 from functools import cache
 from pathlib import Path
 from typing import Any, cast
 
 from celery import chain
 
-from gitops_pipeline import events, runtime
+from gitops_pipeline import events, runs, runtime
 from gitops_pipeline.celery_app import app
-from gitops_pipeline.cluster.apply import Applier
-from gitops_pipeline.cluster.client import api_client, dynamic_client
+from gitops_pipeline.cluster.apply import Applied, Applier, ApplyResult
+from gitops_pipeline.cluster.client import api_client, cluster_id, dynamic_client
+from gitops_pipeline.cluster.gc import GcResult, collect
 from gitops_pipeline.config import Pipeline
 from gitops_pipeline.errors import PermanentError
 from gitops_pipeline.git.mirror import Mirror, redact
+from gitops_pipeline.locks import FencedLock
 from gitops_pipeline.manifests.load import load_paths
 from gitops_pipeline.tasks.base import PipelineTask
 
@@ -39,41 +47,75 @@ def _mirror(pipeline: Pipeline) -> Mirror:
 
 
 @cache
-def _applier(
-    kubeconfig: Path | None, context: str | None, impersonate: str | None, default_namespace: str
-) -> Applier:
-    """One discovery-backed client per cluster identity per process."""
-    return Applier(dynamic_client(api_client(kubeconfig, context, impersonate)), default_namespace)
+def _cluster(kubeconfig: Path | None, context: str | None, impersonate: str | None) -> Any:
+    """One discovery-backed client per cluster identity per process, with the cluster's id."""
+    api = api_client(kubeconfig, context, impersonate)
+    return dynamic_client(api), cluster_id(api)
 
 
-def _record_stage(pipeline: str, stage: str, started: float, **fields: str | int) -> None:
-    mapping: dict[str, str | int] = {
-        f"{stage}_seconds": f"{time.monotonic() - started:.3f}",
-        **fields,
-    }
-    runtime.redis_client().hset(runtime.keys().sync(pipeline), mapping=mapping)
+def _status(pipeline: str, **fields: str | int) -> None:
+    runtime.redis_client().hset(runtime.keys().sync(pipeline), mapping=fields)
+
+
+def _event(pipeline: str, kind: str, message: str, **data: Any) -> None:
+    events.record(runtime.redis_client(), runtime.keys(), pipeline, kind, message, **data)
+
+
+class SyncTask(PipelineTask):
+    """A stage of the sync chain: a final failure ends the run and starts a pending rerun."""
+
+    def on_failure(
+        self,
+        exc: BaseException,
+        task_id: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        einfo: Any,
+    ) -> None:
+        super().on_failure(exc, task_id, args, kwargs, einfo)
+        pipeline = kwargs.get("pipeline") or (args[-1] if args else None)
+        if isinstance(pipeline, str):
+            _finish_run(pipeline)
+
+
+def _finish_run(pipeline: str) -> None:
+    pending = runs.finish(runtime.redis_client(), runtime.keys(), pipeline)
+    if pending is not None:
+        trigger.delay(pipeline, full=pending == "full")
 
 
 @app.task(name="sync.trigger", base=PipelineTask)
-def trigger(pipeline: str) -> str:
-    """The one entry point for beat ticks, webhooks and `gitopsctl sync`; returns the chain id."""
-    runtime.settings().pipeline(pipeline)
-    result = chain(
-        fetch.s(pipeline), verify.s(pipeline), generate.s(pipeline), apply.s(pipeline)
+def trigger(pipeline: str, full: bool = False) -> str | None:
+    """The one entry point for beat ticks, webhooks and `gitopsctl sync`.
+
+    `full` applies every object (drift correction); otherwise only what changed since the
+    last applied revision, plus what failed then. Returns the run id, or None when the
+    trigger was folded into a pending rerun.
+    """
+    spec = runtime.settings().pipeline(pipeline)
+    run_id = uuid.uuid4().hex
+    ttl = int(runtime.settings().tasks.hard_time_limit * 6 + spec.sync.timeout)
+    if not runs.start(runtime.redis_client(), runtime.keys(), pipeline, run_id, ttl, full):
+        return None
+    _status(pipeline, status="syncing", run=run_id, started_at=f"{time.time():.3f}")
+    _event(pipeline, "start", f"sync started ({'full' if full else 'changed objects'})")
+    chain(
+        fetch.s(pipeline),
+        verify.s(pipeline),
+        generate.s(pipeline),
+        apply.s(pipeline, full=full),
     ).apply_async()
-    return str(result.id)
+    return run_id
 
 
-@app.task(name="sync.fetch", base=PipelineTask)
+@app.task(name="sync.fetch", base=SyncTask)
 def fetch(pipeline: str) -> str:
     """Fetch the branch into this worker's mirror; return the HEAD SHA."""
     spec = runtime.settings().pipeline(pipeline)
     started = time.monotonic()
     head = _mirror(spec).fetch(spec.git.branch)
-    _record_stage(pipeline, "fetch", started, status="syncing", head=head)
-    events.record(
-        runtime.redis_client(),
-        runtime.keys(),
+    _status(pipeline, head=head, fetch_seconds=f"{time.monotonic() - started:.3f}")
+    _event(
         pipeline,
         "fetched",
         f"fetched {redact(spec.git.url)} {spec.git.branch} at {head[:12]}",
@@ -82,7 +124,7 @@ def fetch(pipeline: str) -> str:
     return head
 
 
-@app.task(name="sync.verify", base=PipelineTask)
+@app.task(name="sync.verify", base=SyncTask)
 def verify(head: str, pipeline: str) -> str:
     """Return the newest revision allowed to sync."""
     spec = runtime.settings().pipeline(pipeline)
@@ -96,19 +138,22 @@ def verify(head: str, pipeline: str) -> str:
 
 
 def _artifact_digest(pipeline: Pipeline, revision: str) -> str:
-    material = json.dumps([pipeline.name, revision, pipeline.git.paths], sort_keys=True)
+    material = json.dumps(
+        [pipeline.name, revision, pipeline.git.paths, pipeline.manifest_generation],
+        sort_keys=True,
+    )
     return hashlib.sha256(material.encode()).hexdigest()
 
 
-@app.task(name="sync.generate", base=PipelineTask)
+@app.task(name="sync.generate", base=SyncTask)
 def generate(revision: str, pipeline: str) -> str:
     """Render the manifests of `revision` into Redis; return the artifact key."""
     spec = runtime.settings().pipeline(pipeline)
     client = runtime.redis_client()
     key = runtime.keys().artifact(_artifact_digest(spec, revision))
-    started = time.monotonic()
     if client.expire(key, ARTIFACT_TTL):
         return key  # identical input is not rendered again
+    started = time.monotonic()
     scratch = Path(runtime.settings().work_dir).expanduser() / "scratch"
     scratch.mkdir(parents=True, exist_ok=True)
     tree = Path(tempfile.mkdtemp(prefix=f"{pipeline}-", dir=scratch))
@@ -123,10 +168,8 @@ def generate(revision: str, pipeline: str) -> str:
         "objects": [{"source": m.source, "object": m.obj} for m in manifests],
     }
     client.set(key, json.dumps(payload), ex=ARTIFACT_TTL)
-    _record_stage(pipeline, "generate", started)
-    events.record(
-        client,
-        runtime.keys(),
+    _status(pipeline, generate_seconds=f"{time.monotonic() - started:.3f}")
+    _event(
         pipeline,
         "generated",
         f"rendered {len(manifests)} objects at {revision[:12]}",
@@ -135,11 +178,31 @@ def generate(revision: str, pipeline: str) -> str:
     return key
 
 
-@app.task(name="sync.apply", base=PipelineTask)
-def apply(artifact_key: str, pipeline: str) -> dict[str, Any]:
-    """Server-side apply the rendered set; record what was applied and what failed."""
+def _applied_record(pipeline: str) -> dict[str, Applied]:
+    raw = cast(dict[str, str], runtime.redis_client().hgetall(runtime.keys().applied(pipeline)))
+    return {ref: Applied.from_json(value) for ref, value in raw.items()}
+
+
+def _save_record(pipeline: str, result: ApplyResult, gc: GcResult) -> None:
+    key = runtime.keys().applied(pipeline)
+    client = runtime.redis_client()
+    pipe = client.pipeline()
+    for ref, applied in result.applied.items():
+        pipe.hset(key, ref, applied.to_json())
+    for ref in result.errors:
+        # Failed objects are applied again next time, whatever changed.
+        pipe.hdel(key, ref)
+    for ref in [*gc.deleted, *gc.gone]:
+        pipe.hdel(key, ref)
+    pipe.execute()
+
+
+@app.task(name="sync.apply", base=SyncTask)
+def apply(artifact_key: str, pipeline: str, full: bool = False) -> dict[str, Any]:
+    """Collect garbage, apply the rendered set, move the marker; all under the writer lock."""
     spec = runtime.settings().pipeline(pipeline)
     client = runtime.redis_client()
+    keys = runtime.keys()
     started = time.monotonic()
     raw = cast(str | None, client.get(artifact_key))
     if raw is None:
@@ -147,34 +210,69 @@ def apply(artifact_key: str, pipeline: str) -> dict[str, Any]:
             f"rendered manifests {artifact_key} expired; the next sync renders them again"
         )
     payload = json.loads(raw)
+    revision: str = payload["revision"]
+    objects = [item["object"] for item in payload["objects"]]
     cluster = spec.cluster
-    applier = _applier(
-        cluster.kubeconfig, cluster.context, cluster.impersonate, cluster.default_namespace
+    dynamic, cluster_name = _cluster(cluster.kubeconfig, cluster.context, cluster.impersonate)
+    applier = Applier(dynamic, pipeline, cluster.default_namespace, cluster.allow_namespaces)
+    record = _applied_record(pipeline)
+    lock = FencedLock(
+        client, keys.cluster_lock(cluster_name), keys.cluster_fence(cluster_name), ttl=30.0
     )
-    result = applier.apply(item["object"] for item in payload["objects"])
+    with lock:
+        gc = GcResult()
+        if spec.sync.garbage_collection:
+            wanted = applier.refs(objects)
+            gone = {ref: applied for ref, applied in record.items() if ref not in wanted}
+            gc = collect(
+                dynamic,
+                pipeline,
+                gone,
+                dry_run=spec.sync.garbage_collection == "dry-run",
+                before_batch=lock.check,
+            )
+        previous = None if full else {ref: a.checksum for ref, a in record.items()}
+        result = applier.apply(objects, previous=previous, before_batch=lock.check)
+        _save_record(pipeline, result, gc)
+        lock.check()
+        client.set(keys.marker(pipeline), revision)
     status = "synced" if not result.errors else "synced-with-errors"
-    _record_stage(
+    now = f"{time.time():.3f}"
+    _status(
         pipeline,
-        "apply",
-        started,
         status=status,
-        revision=payload["revision"],
+        revision=revision,
         applied=len(result.applied),
+        unchanged=len(result.unchanged),
+        ignored=len(result.ignored),
         failed=len(result.errors),
+        deleted=len(gc.deleted),
         errors=json.dumps(result.errors),
         error="",
-        finished_at=f"{time.time():.3f}",
+        apply_seconds=f"{time.monotonic() - started:.3f}",
+        finished_at=now,
+        **({"last_success_at": now} if not result.errors else {}),
     )
-    keys = runtime.keys()
-    events.record(
-        client,
-        keys,
-        pipeline,
-        "applied",
-        f"applied {len(result.applied)} objects at {payload['revision'][:12]}"
-        + (f", {len(result.errors)} failed" if result.errors else ""),
-        revision=payload["revision"],
-    )
+    _report(pipeline, revision, result, gc)
+    _finish_run(pipeline)
+    return {"revision": revision, "applied": sorted(result.applied), "errors": result.errors}
+
+
+def _report(pipeline: str, revision: str, result: ApplyResult, gc: GcResult) -> None:
+    """One event per outcome that a person should see."""
+    summary = f"applied {len(result.applied)} objects at {revision[:12]}"
+    if result.unchanged:
+        summary += f", {len(result.unchanged)} unchanged"
+    if result.errors:
+        summary += f", {len(result.errors)} failed"
+    _event(pipeline, "applied", summary, revision=revision)
     for ref, error in result.errors.items():
-        events.record(client, keys, pipeline, "error", f"{ref}: {error}", object=ref)
-    return {"revision": payload["revision"], "applied": result.applied, "errors": result.errors}
+        _event(pipeline, "error", f"{ref}: {error}", object=ref)
+    for ref in gc.deleted:
+        _event(pipeline, "deleted", f"{ref}: deleted (no longer in Git)", object=ref)
+    for ref in gc.would_delete:
+        _event(pipeline, "gc-dry-run", f"{ref}: would be deleted (no longer in Git)", object=ref)
+    for ref, reason in gc.kept.items():
+        _event(pipeline, "warning", f"{ref}: {reason}", object=ref)
+    for ref, error in gc.errors.items():
+        _event(pipeline, "error", f"{ref}: garbage collection failed: {error}", object=ref)
