@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import kubernetes.config
 import pytest
 import redis
 import yaml
 from celery.contrib.testing.worker import start_worker
 from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
 
 from gitops_pipeline import runtime
 from gitops_pipeline.celery_app import app, configure
@@ -63,12 +65,12 @@ class Env:
     namespace: str
     name: str
 
-    def sync(self) -> dict[str, Any]:
+    def sync(self, full: bool = False) -> dict[str, Any]:
         """Trigger a sync and wait for its result to be recorded (finished or failed)."""
         client = redis.Redis.from_url(self.settings.redis_url, decode_responses=True)
         key = Keys(self.settings.key_prefix).sync(self.name)
         client.delete(key)
-        sync.trigger.delay(self.name)
+        sync.trigger.delay(self.name, full=full)
         deadline = time.monotonic() + SYNC_WAIT
         while time.monotonic() < deadline:
             state = client.hgetall(key)
@@ -82,21 +84,39 @@ class Env:
         return [e.message for e in recent(client, Keys(self.settings.key_prefix), self.name)]
 
 
+EnvFactory = Callable[..., Env]
+
+
 @pytest.fixture
-def env(
+def make_env(
     worker: Settings, kube: KubeServer, kube_namespace: str, key_prefix: str, tmp_path: Path
-) -> Env:
-    remote = GitRemote(tmp_path / "git")
-    remote.commit_tree(EXAMPLE, "sample-app v0.1")
-    name = f"app-{key_prefix.strip(':')}"
-    pipeline = {
-        "name": name,
-        "git": {"url": remote.url, "branch": "master"},
-        "cluster": {"kubeconfig": str(kube.kubeconfig), "default_namespace": kube_namespace},
-    }
-    settings = worker.model_copy(update={"pipelines": [Pipeline.model_validate(pipeline)]})
-    runtime.init(settings)
-    return Env(settings, remote, kube_namespace, name)
+) -> EnvFactory:
+    """Builds a pipeline over a fresh git remote holding the example; options go into its spec."""
+
+    def build(kubeconfig: Path | None = None, **spec: Any) -> Env:
+        remote = GitRemote(tmp_path / "git")
+        remote.commit_tree(EXAMPLE, "sample-app v0.1")
+        name = f"app-{key_prefix.strip(':')}"
+        cluster = {
+            "kubeconfig": str(kubeconfig or kube.kubeconfig),
+            "default_namespace": kube_namespace,
+        }
+        pipeline = {
+            "name": name,
+            "git": {"url": remote.url, "branch": "master"},
+            **spec,
+            "cluster": {**cluster, **spec.get("cluster", {})},
+        }
+        settings = worker.model_copy(update={"pipelines": [Pipeline.model_validate(pipeline)]})
+        runtime.init(settings)
+        return Env(settings, remote, kube_namespace, name)
+
+    return build
+
+
+@pytest.fixture
+def env(make_env: EnvFactory) -> Env:
+    return make_env()
 
 
 def _image(kube_client: k8s.ApiClient, namespace: str) -> str:
@@ -165,3 +185,204 @@ def test_per_object_errors_do_not_stop_the_others(env: Env, kube_api_client: k8s
     assert list(errors) == [f"{namespace}:ConfigMap/Not_A_Valid_Name"]
     assert "422" in errors[f"{namespace}:ConfigMap/Not_A_Valid_Name"]
     assert _image(kube_api_client, namespace) == "gitopsbook/sample-app:v0.1"
+
+
+def _exists(
+    kind: str, kube_client: k8s.ApiClient, namespace: str, name: str = "sample-app"
+) -> bool:
+    read = {
+        "Service": k8s.CoreV1Api(kube_client).read_namespaced_service,
+        "Deployment": k8s.AppsV1Api(kube_client).read_namespaced_deployment,
+        "ConfigMap": k8s.CoreV1Api(kube_client).read_namespaced_config_map,
+    }[kind]
+    try:
+        read(name, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
+
+
+@pytest.mark.parametrize("mode", [True, False, "dry-run"], ids=["gc-on", "gc-off", "gc-dry-run"])
+def test_removed_object_and_garbage_collection(
+    make_env: EnvFactory, kube_api_client: k8s.ApiClient, mode: bool | str
+) -> None:
+    env = make_env(sync={"garbage_collection": mode})
+    assert env.sync()["status"] == "synced"
+    assert _exists("Service", kube_api_client, env.namespace)
+
+    env.remote.commit({"service.yaml": None}, "remove the service")
+    state = env.sync()
+    assert state["status"] == "synced"
+    assert _exists("Service", kube_api_client, env.namespace) is (mode is not True)
+    assert _exists("Deployment", kube_api_client, env.namespace)
+    ref = f"{env.namespace}:Service/sample-app"
+    messages = env.events()
+    assert (f"{ref}: deleted (no longer in Git)" in messages) is (mode is True)
+    assert (f"{ref}: would be deleted (no longer in Git)" in messages) is (mode == "dry-run")
+
+
+def test_gc_keeps_objects_changed_by_someone_else(
+    make_env: EnvFactory, kube_api_client: k8s.ApiClient
+) -> None:
+    env = make_env(sync={"garbage_collection": True})
+    assert env.sync()["status"] == "synced"
+    k8s.CoreV1Api(kube_api_client).patch_namespaced_service(
+        "sample-app",
+        env.namespace,
+        {"metadata": {"annotations": {"gitops-pipeline.io/checksum": "edited-by-hand"}}},
+    )
+    env.remote.commit({"service.yaml": None}, "remove the service")
+    assert env.sync()["status"] == "synced"
+    assert _exists("Service", kube_api_client, env.namespace)
+    assert (
+        f"{env.namespace}:Service/sample-app: not deleted: changed since this pipeline applied "
+        "it (checksum differs)"
+    ) in env.events()
+
+
+def test_new_revision_applies_changes_only_and_the_tick_corrects_drift(
+    env: Env, kube_api_client: k8s.ApiClient
+) -> None:
+    assert env.sync()["status"] == "synced"
+    apps = k8s.AppsV1Api(kube_api_client)
+    drift = {
+        "spec": {
+            "template": {
+                "spec": {
+                    "containers": [{"name": "sample-app", "image": "gitopsbook/sample-app:drifted"}]
+                }
+            }
+        }
+    }
+    apps.patch_namespaced_deployment("sample-app", env.namespace, drift)
+
+    configmap = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "extra"},
+        "data": {"k": "v"},
+    }
+    env.remote.commit({"configmap.yaml": yaml.safe_dump(configmap)}, "add a configmap")
+    state = env.sync(full=False)
+    assert (state["applied"], state["unchanged"]) == ("1", "2")
+    assert _exists("ConfigMap", kube_api_client, env.namespace, "extra")
+    assert _image(kube_api_client, env.namespace) == "gitopsbook/sample-app:drifted"
+
+    state = env.sync(full=True)
+    assert (state["applied"], state["unchanged"]) == ("3", "0")
+    assert _image(kube_api_client, env.namespace) == "gitopsbook/sample-app:v0.1"
+
+
+def test_ignore_annotation_in_git_and_on_the_live_object(
+    env: Env, kube_api_client: k8s.ApiClient
+) -> None:
+    ignored = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "hands-off", "annotations": {"fluxcd.io/ignore": "true"}},
+    }
+    env.remote.commit({"ignored.yaml": yaml.safe_dump(ignored)}, "an ignored object")
+    state = env.sync()
+    assert (state["applied"], state["ignored"]) == ("2", "1")
+    assert not _exists("ConfigMap", kube_api_client, env.namespace, "hands-off")
+
+    k8s.AppsV1Api(kube_api_client).patch_namespaced_deployment(
+        "sample-app",
+        env.namespace,
+        {"metadata": {"annotations": {"flux.weave.works/ignore": "true"}}},
+    )
+    text = (EXAMPLE / "deployment.yaml").read_text().replace("v0.1", "v0.2")
+    env.remote.commit({"deployment.yaml": text}, "v0.2")
+    state = env.sync(full=True)
+    assert (state["applied"], state["ignored"]) == ("1", "2")
+    assert _image(kube_api_client, env.namespace) == "gitopsbook/sample-app:v0.1"
+
+
+def test_tenant_pipeline_is_held_to_its_namespace(
+    make_env: EnvFactory, kube: KubeServer, kube_api_client: k8s.ApiClient, kube_namespace: str
+) -> None:
+    rbac = k8s.RbacAuthorizationV1Api(kube_api_client)
+    # The built-in `admin` role is aggregated by the controller manager, which the test bed
+    # lacks, so the tenant gets an explicit all-in-its-namespace Role instead.
+    rbac.create_namespaced_role(
+        kube_namespace,
+        {
+            "metadata": {"name": "tenant-a-all"},
+            "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}],
+        },
+    )
+    rbac.create_namespaced_role_binding(
+        kube_namespace,
+        {
+            "metadata": {"name": "tenant-a-all"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": "tenant-a-all",
+            },
+            "subjects": [
+                {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "tenant-a"}
+            ],
+        },
+    )
+    tenant = k8s.CoreV1Api(
+        kubernetes.config.new_client_from_config(config_file=str(kube.kubeconfig_for("tenant-a")))
+    )
+    deadline = time.monotonic() + 30
+    while True:  # the API server's RBAC cache picks new bindings up asynchronously
+        try:
+            tenant.list_namespaced_config_map(kube_namespace)
+            break
+        except ApiException:
+            assert time.monotonic() < deadline, "the tenant's role binding never took effect"
+            time.sleep(0.2)
+    env = make_env(
+        kubeconfig=kube.kubeconfig_for("tenant-a"),
+        cluster={"allow_namespaces": [kube_namespace]},
+    )
+    outside = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "elsewhere", "namespace": "kube-system"},
+    }
+    cluster_scoped = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "grab"}}
+    env.remote.commit(
+        {"outside.yaml": yaml.safe_dump(outside), "ns.yaml": yaml.safe_dump(cluster_scoped)},
+        "objects out of the tenant's reach",
+    )
+    state = env.sync()
+    assert state["status"] == "synced-with-errors"
+    assert state["applied"] == "2"
+    assert json.loads(state["errors"]) == {
+        "kube-system:ConfigMap/elsewhere": (
+            "refused: namespace 'kube-system' is not in allow_namespaces"
+        ),
+        "<cluster>:Namespace/grab": (
+            "refused: cluster-scoped objects are not allowed for this pipeline"
+        ),
+    }
+    assert _image(kube_api_client, env.namespace) == "gitopsbook/sample-app:v0.1"
+
+
+def test_triggers_during_a_sync_coalesce_into_one_rerun(env: Env) -> None:
+    client = redis.Redis.from_url(env.settings.redis_url, decode_responses=True)
+    key = Keys(env.settings.key_prefix).sync(env.name)
+    for _ in range(6):
+        sync.trigger.delay(env.name)
+    deadline = time.monotonic() + SYNC_WAIT
+    while time.monotonic() < deadline:
+        starts = [m for m in env.events() if m.startswith("sync started")]
+        applied = [m for m in env.events() if m.startswith("applied ")]
+        if len(applied) >= 2 and not client.exists(
+            Keys(env.settings.key_prefix).sync_run(env.name)
+        ):
+            break
+        time.sleep(0.2)
+    time.sleep(1)  # nothing more may start after the rerun
+    starts = [m for m in env.events() if m.startswith("sync started")]
+    applied = [m for m in env.events() if m.startswith("applied ")]
+    assert len(starts) == 2, env.events()
+    assert len(applied) == 2
+    assert client.hget(key, "status") == "synced"
