@@ -148,15 +148,21 @@ class WebhookSettings(_Model):
 
 
 class TaskLimits(_Model):
-    """Time limits on every task; the broker's visibility timeout is derived from them."""
+    """Time limits on every task, and how long a dead worker's work waits to be redelivered."""
 
     soft_time_limit: Duration = 300.0
     hard_time_limit: Duration = 360.0
+    visibility_timeout: Duration | None = Field(
+        None, description="unacked messages return to the queue after this; default 2 x hard + 60s"
+    )
+    lock_ttl: Duration = Field(30.0, description="cluster lock TTL; renewed while a sync writes")
 
     @model_validator(mode="after")
-    def _soft_below_hard(self) -> TaskLimits:
+    def _limits_in_order(self) -> TaskLimits:
         if self.soft_time_limit >= self.hard_time_limit:
             raise ValueError("soft_time_limit must be below hard_time_limit")
+        if self.visibility_timeout is not None and self.visibility_timeout <= self.hard_time_limit:
+            raise ValueError("visibility_timeout must be longer than hard_time_limit")
         return self
 
 
@@ -273,6 +279,8 @@ class Settings(_Model):
     @property
     def visibility_timeout(self) -> float:
         """Longer than the longest hard limit, so a running task is never redelivered."""
+        if self.tasks.visibility_timeout is not None:
+            return self.tasks.visibility_timeout
         return self.tasks.hard_time_limit * 2 + 60
 
 

@@ -141,3 +141,102 @@ def kube_namespace(kube_api_client: k8s.ApiClient, request: pytest.FixtureReques
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+
+# --- GnuPG signers (signature verification and sync tag tests) ---------------------------------
+# Imported here rather than at the top so this section stays self-contained.
+
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+from collections.abc import Callable, Mapping  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+import gnupg  # noqa: E402
+
+from gitops_pipeline.testbed.gitremote import GitRemote, run_git  # noqa: E402
+
+
+@dataclass(frozen=True)
+class GpgSigner:
+    """A throwaway GnuPG home holding one passphrase-less signing key (ed25519)."""
+
+    name: str
+    home: Path
+    fingerprint: str
+    public_key: str
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"GNUPGHOME": str(self.home)}
+
+    @property
+    def git_options(self) -> list[str]:
+        """``git -c`` options that make ``commit -S`` / ``tag -s`` sign with this key."""
+        return ["-c", f"user.signingkey={self.fingerprint}", "-c", "gpg.program=gpg"]
+
+    def export_to(self, keys_dir: Path) -> Path:
+        """Write the ASCII-armored public key into `keys_dir` (trusting it there)."""
+        keys_dir.mkdir(parents=True, exist_ok=True)
+        path = keys_dir / f"{self.name}.asc"
+        path.write_text(self.public_key)
+        return path
+
+    def commit(self, remote: GitRemote, files: Mapping[str, str], message: str) -> str:
+        """Like ``GitRemote.commit``, but the commit is signed with this key."""
+        for name, text in files.items():
+            (remote.work / name).parent.mkdir(parents=True, exist_ok=True)
+            (remote.work / name).write_text(text)
+        run_git("add", "--all", cwd=remote.work)
+        sign = [*self.git_options, "commit", "--quiet", "-S"]
+        run_git(*sign, "-m", message, cwd=remote.work, env=self.env)
+        run_git("push", "--quiet", "origin", f"HEAD:refs/heads/{remote.branch}", cwd=remote.work)
+        return remote.head()
+
+
+@pytest.fixture(scope="session")
+def gpg_signers() -> Iterator[Callable[[str], GpgSigner]]:
+    """Make a signer per name (once per session); its key is trusted only where exported.
+
+    Homes live directly under /tmp because gpg-agent's socket path must stay short; each
+    home's agent is killed at the end of the session.
+    """
+    made: dict[str, GpgSigner] = {}
+
+    def make(name: str) -> GpgSigner:
+        if name not in made:
+            home = Path(tempfile.mkdtemp(prefix="gpg-", dir="/tmp"))
+            gpg = gnupg.GPG(gnupghome=str(home))
+            key_input = gpg.gen_key_input(
+                key_type="EDDSA",
+                key_curve="ed25519",
+                key_usage="sign",
+                name_real=f"{name.title()} Signer",
+                name_email=f"{name}@example.com",
+                expire_date=0,
+                no_protection=True,
+            )
+            key = gpg.gen_key(key_input)
+            assert key.fingerprint, key.stderr
+            made[name] = GpgSigner(
+                name, home, str(key.fingerprint), str(gpg.export_keys(key.fingerprint))
+            )
+        return made[name]
+
+    try:
+        yield make
+    finally:
+        for signer in made.values():
+            subprocess.run(
+                ["gpgconf", "--homedir", str(signer.home), "--kill", "all"],
+                capture_output=True,
+                timeout=30,
+                check=False,
+            )
+            shutil.rmtree(signer.home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def gpg_signer(gpg_signers: Callable[[str], GpgSigner]) -> GpgSigner:
+    """The usual signer ("alice"); tests decide whether her key is trusted."""
+    return gpg_signers("alice")

@@ -21,6 +21,7 @@ from kubernetes.dynamic.exceptions import ResourceNotFoundError
 FIELD_MANAGER = "gitops-pipeline"
 REQUEST_TIMEOUT = 30.0
 CRD_ESTABLISHED_TIMEOUT = 30.0
+BATCH_SIZE = 50  # objects written between two fencing checks
 PIPELINE_LABEL = "gitops-pipeline.io/pipeline"
 CHECKSUM_ANNOTATION = "gitops-pipeline.io/checksum"
 IGNORE_ANNOTATIONS = ("fluxcd.io/ignore", "flux.weave.works/ignore")
@@ -267,7 +268,7 @@ class Applier:
 
         `previous` maps refs to the checksums applied last time: objects whose checksum is
         unchanged are skipped (pass None to apply everything, for drift correction).
-        `before_batch` runs before each rank's writes; it raises to stop (fencing).
+        `before_batch` runs before every BATCH_SIZE writes; it raises to stop (fencing).
         """
         result = ApplyResult()
         by_rank: dict[int, list[dict[str, Any]]] = {}
@@ -276,30 +277,32 @@ class Applier:
         with ThreadPoolExecutor(max_workers=self._concurrency) as pool:
             for level in sorted(by_rank):
                 batch = self._prepare(by_rank[level], previous, result)
-                if not batch:
-                    continue
-                if before_batch is not None:
-                    before_batch()
-                objs = [obj for obj, _ in batch]
-                for (obj, digest), error in zip(
-                    batch, pool.map(self._apply_one, objs), strict=True
-                ):
-                    ref = object_ref(obj)
-                    if error is None:
-                        meta = obj["metadata"]
-                        result.applied[ref] = Applied(
-                            obj["apiVersion"],
-                            obj["kind"],
-                            meta.get("namespace"),
-                            meta["name"],
-                            digest,
-                        )
-                    else:
-                        result.errors[ref] = error
-                crds = [o for o in objs if o["kind"] == "CustomResourceDefinition"]
+                for start in range(0, len(batch), BATCH_SIZE):
+                    chunk = batch[start : start + BATCH_SIZE]
+                    if before_batch is not None:
+                        before_batch()
+                    self._apply_chunk(pool, chunk, result)
+                crds = [o for o, _ in batch if o["kind"] == "CustomResourceDefinition"]
                 if crds:
                     self._wait_established(crds)
         return result
+
+    def _apply_chunk(
+        self,
+        pool: ThreadPoolExecutor,
+        chunk: list[tuple[dict[str, Any], str]],
+        result: ApplyResult,
+    ) -> None:
+        objs = [obj for obj, _ in chunk]
+        for (obj, digest), error in zip(chunk, pool.map(self._apply_one, objs), strict=True):
+            ref = object_ref(obj)
+            if error is None:
+                meta = obj["metadata"]
+                result.applied[ref] = Applied(
+                    obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"], digest
+                )
+            else:
+                result.errors[ref] = error
 
     def _prepare(
         self,

@@ -1,1 +1,4 @@
-"""Manifests: load YAML from a checked-out tree. Plain Python, no cluster or git access."""
+"""Manifests: load YAML and run `.flux.yaml` generators over a checked-out tree.
+
+Plain Python: no cluster, git or Celery access.
+"""

@@ -28,7 +28,7 @@ from gitops_pipeline.config import Pipeline
 from gitops_pipeline.errors import PermanentError
 from gitops_pipeline.git.mirror import Mirror, redact
 from gitops_pipeline.locks import FencedLock
-from gitops_pipeline.manifests.load import load_paths
+from gitops_pipeline.manifests.generate import render_paths
 from gitops_pipeline.tasks.base import PipelineTask
 
 ARTIFACT_TTL = 24 * 3600
@@ -159,7 +159,7 @@ def generate(revision: str, pipeline: str) -> str:
     tree = Path(tempfile.mkdtemp(prefix=f"{pipeline}-", dir=scratch))
     try:
         _mirror(spec).export(revision, tree)
-        manifests = load_paths(tree, spec.git.paths)
+        manifests = render_paths(tree, spec.git.paths, spec.manifest_generation)
     finally:
         shutil.rmtree(tree, ignore_errors=True)
     payload = {
@@ -217,7 +217,10 @@ def apply(artifact_key: str, pipeline: str, full: bool = False) -> dict[str, Any
     applier = Applier(dynamic, pipeline, cluster.default_namespace, cluster.allow_namespaces)
     record = _applied_record(pipeline)
     lock = FencedLock(
-        client, keys.cluster_lock(cluster_name), keys.cluster_fence(cluster_name), ttl=30.0
+        client,
+        keys.cluster_lock(cluster_name),
+        keys.cluster_fence(cluster_name),
+        ttl=runtime.settings().tasks.lock_ttl,
     )
     with lock:
         gc = GcResult()
