@@ -196,6 +196,15 @@ class GitSettings(_Model):
             raise ValueError("must not be empty")
         return value
 
+    @model_validator(mode="after")
+    def _keys_for_verification(self) -> GitSettings:
+        if self.verify_signatures != "none" and self.gpg_keys_dir is None:
+            raise ValueError(
+                f"verify_signatures: {self.verify_signatures} needs gpg_keys_dir "
+                "(a directory of trusted public keys)"
+            )
+        return self
+
     @field_validator("paths")
     @classmethod
     def _paths_inside_repo(cls, value: list[str]) -> list[str]:

@@ -35,5 +35,9 @@ class ManifestError(PermanentError):
     """The manifests in Git cannot be loaded or generated."""
 
 
+class SignatureError(PermanentError):
+    """A required signature is missing, invalid, from an untrusted key, or cannot be made."""
+
+
 class ClusterError(TransientError):
     """The Kubernetes API could not be reached or answered with a server error."""

@@ -35,7 +35,8 @@ class Mirror:
         self.path = path
         self.url = url
         self.timeout = timeout
-        self._env = self._auth_env(ssh_key_file, token)
+        self.env = self._auth_env(ssh_key_file, token)
+        """Environment for git commands that reach the remote (credentials, never argv)."""
 
     @staticmethod
     def _auth_env(ssh_key_file: Path | None, token: str | None) -> dict[str, str]:
@@ -76,7 +77,7 @@ class Mirror:
                 refspec,
                 "+refs/tags/*:refs/tags/*",
                 "--prune",
-                env={**os.environ, **self._env},
+                env={**os.environ, **self.env},
                 kill_after_timeout=self.timeout,
             )
         except git.GitCommandError as exc:

@@ -7,25 +7,25 @@ that signature verification can check it was written by this operator.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import git
 
-from gitops_pipeline.errors import ConfigError, GitError
+from gitops_pipeline.errors import ConfigError, GitError, SignatureError
+from gitops_pipeline.git.command import failure_reason, run_git
 from gitops_pipeline.git.mirror import redact
-from gitops_pipeline.git.verify import SignatureError
 
 
 def read_sync_tag(repo: Path, tag: str, timeout: float) -> str | None:
     """The commit the local sync tag points to (as of the last fetch), or None if absent."""
     args = ["rev-parse", "--verify", "--quiet", f"refs/tags/{tag}^{{commit}}"]
-    status, out, err = _git(repo, args, {}, timeout)
+    status, out, err = run_git(repo, args, {}, timeout)
     if status == 0:
         return out.strip()
     if status == 1:
         return None
-    raise GitError(f"cannot read sync tag {tag!r}: {_reason(err)}")
+    raise GitError(f"cannot read sync tag {tag!r}: {failure_reason(err)}")
 
 
 def move_sync_tag(
@@ -57,7 +57,7 @@ def move_sync_tag(
         tag_env["GNUPGHOME"] = str(gnupg_home)
     sign = ["--local-user", signing_key] if signing_key else ["--annotate", "--no-sign"]
     args = ["-c", "gpg.program=gpg", "tag", "--force", *sign, "--message", message]
-    status, _, err = _git(repo, [*args, "--end-of-options", tag, revision], tag_env, timeout)
+    status, _, err = run_git(repo, [*args, "--end-of-options", tag, revision], tag_env, timeout)
     if status == -9:
         raise GitError(f"creating sync tag {tag!r} timed out after {timeout:g}s")
     if status != 0:
@@ -68,14 +68,14 @@ def move_sync_tag(
             )
         if "not a valid tag name" in err:
             raise ConfigError(f"git.label: {tag!r} is not a valid tag name")
-        raise GitError(f"cannot create sync tag {tag!r}: {_reason(err)}")
+        raise GitError(f"cannot create sync tag {tag!r}: {failure_reason(err)}")
     _push(repo, tag, {**env, "GIT_TERMINAL_PROMPT": "0"}, timeout)
 
 
 def _push(repo: Path, tag: str, env: Mapping[str, str], timeout: float) -> None:
     ref = f"refs/tags/{tag}"
     args = ["push", "--porcelain", "origin", f"+{ref}:{ref}"]
-    status, out, err = _git(repo, args, env, timeout)
+    status, out, err = run_git(repo, args, env, timeout)
     if status == 0:
         return
     remote = redact(git.Repo(repo).remotes.origin.url)
@@ -83,31 +83,5 @@ def _push(repo: Path, tag: str, env: Mapping[str, str], timeout: float) -> None:
         raise GitError(f"pushing sync tag {tag!r} to {remote} timed out after {timeout:g}s")
     # --porcelain reports a refused ref on stdout ("!  <refspec>  [remote rejected] (why)").
     refused = [line for line in out.splitlines() if line.startswith("!")]
-    reason = refused[0].split("\t")[-1] if refused else _reason(err)
+    reason = refused[0].split("\t")[-1] if refused else failure_reason(err)
     raise GitError(f"pushing sync tag {tag!r} to {remote} failed: {redact(reason)}")
-
-
-def _git(
-    repo: Path, args: Sequence[str], env: Mapping[str, str], timeout: float
-) -> tuple[int, str, str]:
-    """Run git in `repo` with `env` over the worker's; return (status, stdout, stderr).
-
-    GitPython kills the process and its children when `timeout` passes (status -9).
-    """
-    return git.Git(str(repo)).execute(
-        ["git", *args],
-        with_extended_output=True,
-        with_exceptions=False,
-        kill_after_timeout=timeout,
-        env=dict(env),
-    )
-
-
-def _reason(stderr: str) -> str:
-    """The line of git's stderr that says what went wrong (its first fatal/error line)."""
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    for line in lines:
-        for prefix in ("fatal: ", "error: "):
-            if line.startswith(prefix):
-                return line.removeprefix(prefix)
-    return lines[-1] if lines else "no error output"

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import git
 import gnupg
 
-from gitops_pipeline.errors import ConfigError, GitError, PermanentError
+from gitops_pipeline.errors import ConfigError, GitError, SignatureError
+from gitops_pipeline.git.command import failure_reason, run_git
 
 Mode = Literal["none", "all", "first-parent"]
 
@@ -34,10 +34,6 @@ _GOOD = "G"
 _VALID_TRUST = {"TRUST_FULLY", "TRUST_ULTIMATE"}
 _BAD_STATUS = {"BADSIG", "ERRSIG", "EXPSIG", "EXPKEYSIG", "REVKEYSIG", "NO_PUBKEY"}
 _SEP = "\x1f"
-
-
-class SignatureError(PermanentError):
-    """A required signature is missing, invalid, from an untrusted key, or cannot be made."""
 
 
 @dataclass(frozen=True)
@@ -199,32 +195,6 @@ def _digest(keys: Mapping[Path, bytes]) -> str:
     return digest.hexdigest()
 
 
-def _git(
-    repo: Path, args: Sequence[str], env: Mapping[str, str], timeout: float
-) -> tuple[int, str, str]:
-    """Run git in `repo` with `env` over the worker's; return (status, stdout, stderr).
-
-    GitPython kills the process and its children when `timeout` passes (status -9).
-    """
-    return git.Git(str(repo)).execute(
-        ["git", *args],
-        with_extended_output=True,
-        with_exceptions=False,
-        kill_after_timeout=timeout,
-        env=dict(env),
-    )
-
-
-def _reason(stderr: str) -> str:
-    """The line of git's stderr that says what went wrong (its first fatal/error line)."""
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    for line in lines:
-        for prefix in ("fatal: ", "error: "):
-            if line.startswith(prefix):
-                return line.removeprefix(prefix)
-    return lines[-1] if lines else "no error output"
-
-
 @dataclass(frozen=True)
 class _Commit:
     sha: str
@@ -301,11 +271,11 @@ def _signed_log(
         revisions,
         "--",
     ]
-    status, out, err = _git(repo, args, keyring.env, timeout)
+    status, out, err = run_git(repo, args, keyring.env, timeout)
     if status == -9:
         raise GitError(f"verifying signatures in {revisions} timed out after {timeout:g}s")
     if status != 0:
-        raise GitError(f"cannot list commits {revisions}: {_reason(err)}")
+        raise GitError(f"cannot list commits {revisions}: {failure_reason(err)}")
     trusted = keyring.trusted
     commits = []
     for line in out.splitlines():
@@ -356,7 +326,7 @@ def verify_tag(repo: Path, tag: str, keyring: Keyring, timeout: float) -> str | 
         raise SignatureError(f"sync tag {tag!r} points at a tag object named {name!r}")
     # --raw puts gpg's status lines on stderr (but not together with --format).
     args = ["-c", "gpg.program=gpg", "verify-tag", "--raw", ref]
-    status, _, err = _git(repo, args, keyring.env, timeout)
+    status, _, err = run_git(repo, args, keyring.env, timeout)
     if status == -9:
         raise GitError(f"verifying sync tag {tag!r} timed out after {timeout:g}s")
     statuses = [line.split()[1:] for line in err.splitlines() if line.startswith("[GNUPG:] ")]
@@ -373,9 +343,9 @@ def _tag_kind(repo: Path, ref: str, timeout: float) -> tuple[str, str, str, str]
     For a lightweight tag the name is empty and the target is the object `ref` names.
     """
     fields = "%(refname)%1f%(objecttype)%1f%(tag)%1f%(*objecttype)%1f%(*objectname)%1f%(objectname)"
-    status, out, err = _git(repo, ["for-each-ref", f"--format={fields}", ref], {}, timeout)
+    status, out, err = run_git(repo, ["for-each-ref", f"--format={fields}", ref], {}, timeout)
     if status != 0:
-        raise GitError(f"cannot read {ref}: {_reason(err)}")
+        raise GitError(f"cannot read {ref}: {failure_reason(err)}")
     for line in out.splitlines():
         refname, object_type, name, target_type, target, sha = line.split(_SEP)
         # for-each-ref also matches refs below `ref` (refs/tags/flux/x); only `ref` counts.

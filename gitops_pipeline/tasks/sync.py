@@ -25,8 +25,10 @@ from gitops_pipeline.cluster.apply import Applied, Applier, ApplyResult
 from gitops_pipeline.cluster.client import api_client, cluster_id, dynamic_client
 from gitops_pipeline.cluster.gc import GcResult, collect
 from gitops_pipeline.config import Pipeline
-from gitops_pipeline.errors import PermanentError
+from gitops_pipeline.errors import GitopsError, PermanentError, SignatureError
 from gitops_pipeline.git.mirror import Mirror, redact
+from gitops_pipeline.git.synctag import move_sync_tag, read_sync_tag
+from gitops_pipeline.git.verify import Keyring, verify_range, verify_tag
 from gitops_pipeline.locks import FencedLock
 from gitops_pipeline.manifests.generate import render_paths
 from gitops_pipeline.tasks.base import PipelineTask
@@ -124,17 +126,50 @@ def fetch(pipeline: str) -> str:
     return head
 
 
+def _keyring(pipeline: Pipeline) -> Keyring:
+    home = Path(runtime.settings().work_dir).expanduser() / "gnupg" / pipeline.name
+    return Keyring(home, timeout=pipeline.git.timeout)
+
+
+def _last_synced(pipeline: Pipeline, mirror: Mirror, keyring: Keyring | None) -> str | None:
+    """The revision the sync marker points at: the sync tag, or Redis for read-only repos.
+
+    With verification on, the sync tag must itself carry a valid signature.
+    """
+    if pipeline.git.readonly:
+        return cast(str | None, runtime.redis_client().get(runtime.keys().marker(pipeline.name)))
+    if keyring is not None:
+        return verify_tag(mirror.path, pipeline.git.label, keyring, pipeline.git.timeout)
+    return read_sync_tag(mirror.path, pipeline.git.label, pipeline.git.timeout)
+
+
 @app.task(name="sync.verify", base=SyncTask)
 def verify(head: str, pipeline: str) -> str:
-    """Return the newest revision allowed to sync."""
+    """Return the newest revision allowed to sync: never anything from an unverified commit."""
     spec = runtime.settings().pipeline(pipeline)
-    if spec.git.verify_signatures != "none":
-        # Signature verification is not built yet; refusing is the only safe answer.
-        raise PermanentError(
-            f"verify_signatures: {spec.git.verify_signatures} is not supported yet; "
-            "nothing was applied"
-        )
-    return head
+    mode = spec.git.verify_signatures
+    if mode == "none":
+        return head
+    assert spec.git.gpg_keys_dir is not None  # the config refuses verification without keys
+    keyring = _keyring(spec)
+    keyring.import_dir(spec.git.gpg_keys_dir)
+    mirror = _mirror(spec)
+    base = _last_synced(spec, mirror, keyring)
+    result = verify_range(mirror.path, base, head, mode, keyring, spec.git.timeout)
+    if result.bad_commit is not None:
+        _status(pipeline, verify_error=result.message or "")
+        _event(pipeline, "error", result.message or "", commit=result.bad_commit)
+    else:
+        _status(pipeline, verify_error="")
+    if result.revision is None:
+        raise SignatureError(f"{result.message}; nothing before it is verified, nothing synced")
+    _event(
+        pipeline,
+        "verified",
+        f"verified signatures ({mode}) up to {result.revision[:12]}",
+        revision=result.revision,
+    )
+    return result.revision
 
 
 def _artifact_digest(pipeline: Pipeline, revision: str) -> str:
@@ -238,7 +273,7 @@ def apply(artifact_key: str, pipeline: str, full: bool = False) -> dict[str, Any
         result = applier.apply(objects, previous=previous, before_batch=lock.check)
         _save_record(pipeline, result, gc)
         lock.check()
-        client.set(keys.marker(pipeline), revision)
+        _move_marker(spec, revision)
     status = "synced" if not result.errors else "synced-with-errors"
     now = f"{time.time():.3f}"
     _status(
@@ -259,6 +294,35 @@ def apply(artifact_key: str, pipeline: str, full: bool = False) -> dict[str, Any
     _report(pipeline, revision, result, gc)
     _finish_run(pipeline)
     return {"revision": revision, "applied": sorted(result.applied), "errors": result.errors}
+
+
+def _move_marker(spec: Pipeline, revision: str) -> None:
+    """Point the sync marker at `revision`: the sync tag in Git, or Redis when read-only.
+
+    The revision is applied whatever happens here, so a failed tag push is reported and the
+    next sync tries again; it does not fail the sync.
+    """
+    runtime.redis_client().set(runtime.keys().marker(spec.name), revision)
+    if spec.git.readonly:
+        return
+    mirror = _mirror(spec)
+    try:
+        move_sync_tag(
+            mirror.path,
+            spec.git.label,
+            revision,
+            message="Sync pointer",
+            user=spec.git.user,
+            email=spec.git.email,
+            signing_key=spec.git.signing_key,
+            gnupg_home=None,
+            env=mirror.env,
+            timeout=spec.git.timeout,
+        )
+    except GitopsError as exc:
+        _event(spec.name, "error", f"could not move sync tag {spec.git.label!r}: {exc}")
+        return
+    _event(spec.name, "tag", f"moved sync tag {spec.git.label!r} to {revision[:12]}")
 
 
 def _report(pipeline: str, revision: str, result: ApplyResult, gc: GcResult) -> None:

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from gitops_pipeline.errors import GitError
+from gitops_pipeline.errors import GitError, SignatureError
 from gitops_pipeline.git.mirror import Mirror
 from gitops_pipeline.git.synctag import move_sync_tag, read_sync_tag
-from gitops_pipeline.git.verify import Keyring, SignatureError, verify_tag
+from gitops_pipeline.git.verify import Keyring, verify_tag
 from gitops_pipeline.testbed.gitremote import GitRemote, run_git
 
 if TYPE_CHECKING:

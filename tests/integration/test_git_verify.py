@@ -11,12 +11,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from gitops_pipeline.errors import ConfigError
+from gitops_pipeline.errors import ConfigError, SignatureError
 from gitops_pipeline.git.mirror import Mirror
 from gitops_pipeline.git.verify import (
     Keyring,
     Mode,
-    SignatureError,
     Verification,
     verify_range,
     verify_tag,

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import kubernetes.config
 import pytest
@@ -23,9 +23,12 @@ from gitops_pipeline.config import Pipeline, Settings, parse_settings
 from gitops_pipeline.events import recent
 from gitops_pipeline.store import Keys
 from gitops_pipeline.tasks import sync
-from gitops_pipeline.testbed.gitremote import GitRemote
+from gitops_pipeline.testbed.gitremote import GitRemote, run_git
 from gitops_pipeline.testbed.kube import KubeServer
 from gitops_pipeline.testbed.redis_server import RedisServer
+
+if TYPE_CHECKING:
+    from tests.conftest import GpgSigner
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "sample-app-deployment"
 SYNC_WAIT = 90.0  # an upper bound for the wait, not a speed check
@@ -93,9 +96,13 @@ def make_env(
 ) -> EnvFactory:
     """Builds a pipeline over a fresh git remote holding the example; options go into its spec."""
 
-    def build(kubeconfig: Path | None = None, **spec: Any) -> Env:
+    def build(kubeconfig: Path | None = None, signer: GpgSigner | None = None, **spec: Any) -> Env:
         remote = GitRemote(tmp_path / "git")
-        remote.commit_tree(EXAMPLE, "sample-app v0.1")
+        if signer is None:
+            remote.commit_tree(EXAMPLE, "sample-app v0.1")
+        else:
+            files = {p.name: p.read_text() for p in sorted(EXAMPLE.iterdir())}
+            signer.commit(remote, files, "sample-app v0.1 (signed)")
         name = f"app-{key_prefix.strip(':')}"
         cluster = {
             "kubeconfig": str(kubeconfig or kube.kubeconfig),
@@ -103,7 +110,7 @@ def make_env(
         }
         pipeline = {
             "name": name,
-            "git": {"url": remote.url, "branch": "master"},
+            "git": {"url": remote.url, "branch": "master", **spec.pop("git", {})},
             **spec,
             "cluster": {**cluster, **spec.get("cluster", {})},
         }
@@ -386,3 +393,63 @@ def test_triggers_during_a_sync_coalesce_into_one_rerun(env: Env) -> None:
     assert len(starts) == 2, env.events()
     assert len(applied) == 2
     assert client.hget(key, "status") == "synced"
+
+
+@pytest.mark.parametrize("mode", ["all", "first-parent"])
+def test_signed_history_syncs_and_an_unsigned_commit_stops_it(
+    make_env: EnvFactory,
+    gpg_signer: GpgSigner,
+    kube_api_client: k8s.ApiClient,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    mode: str,
+) -> None:
+    keys = tmp_path / "trusted-keys"
+    gpg_signer.export_to(keys)
+    # The operator signs the sync tag with a key from its own keyring ($GNUPGHOME).
+    monkeypatch.setenv("GNUPGHOME", str(gpg_signer.home))
+    env = make_env(
+        signer=gpg_signer,
+        git={
+            "verify_signatures": mode,
+            "gpg_keys_dir": str(keys),
+            "signing_key": gpg_signer.fingerprint,
+        },
+    )
+    state = env.sync()
+    assert state["status"] == "synced", state
+    signed = env.remote.head()
+    assert state["revision"] == signed
+    tag = run_git("cat-file", "-p", "refs/tags/flux", cwd=env.remote.bare)
+    assert f"object {signed}" in tag
+    assert "-----BEGIN PGP SIGNATURE-----" in tag
+
+    text = (EXAMPLE / "deployment.yaml").read_text().replace("v0.1", "v0.2")
+    unsigned = env.remote.commit({"deployment.yaml": text}, "unsigned change")
+    state = env.sync()
+    assert state["status"] == "synced"
+    assert state["revision"] == signed
+    message = f"commit {unsigned} has no valid signature from a trusted key"
+    assert state["verify_error"] == message
+    assert message in env.events()
+    assert _image(kube_api_client, env.namespace) == "gitopsbook/sample-app:v0.1"
+
+    gpg_signer.commit(env.remote, {"note.txt": "signed on top"}, "signed on top of unsigned")
+    state = env.sync()
+    assert state["revision"] == signed  # an unsigned commit below HEAD still blocks it
+    assert _image(kube_api_client, env.namespace) == "gitopsbook/sample-app:v0.1"
+
+
+def test_unsigned_first_commit_applies_nothing(
+    make_env: EnvFactory, gpg_signer: GpgSigner, kube_api_client: k8s.ApiClient, tmp_path: Path
+) -> None:
+    keys = tmp_path / "trusted-keys"
+    gpg_signer.export_to(keys)
+    env = make_env(git={"verify_signatures": "all", "gpg_keys_dir": str(keys)})
+    state = env.sync()
+    assert state["status"] == "failed"
+    head = env.remote.head()
+    assert state["error"].startswith(
+        f"verify failed: commit {head} has no valid signature from a trusted key"
+    )
+    assert not _exists("Deployment", kube_api_client, env.namespace)
