@@ -31,6 +31,10 @@ class GitError(TransientError):
     """A git operation failed (unreachable remote, timeout, missing branch)."""
 
 
+class RemoteRefused(PermanentError):
+    """The git remote answered but refused: no such branch or repository, or bad credentials."""
+
+
 class ManifestError(PermanentError):
     """The manifests in Git cannot be loaded or generated."""
 

@@ -11,9 +11,18 @@ from pathlib import Path
 
 import git
 
-from gitops_pipeline.errors import GitError, ManifestError
+from gitops_pipeline.errors import GitError, ManifestError, RemoteRefused
+from gitops_pipeline.git.command import failure_reason
 
 _CREDENTIALS_RE = re.compile(r"//[^/@]*@")
+# What git prints when the remote answered and said no; anything else may pass on a retry.
+_REFUSALS = (
+    "does not appear to be a git repository",
+    "Repository not found",
+    "Permission denied",
+    "Authentication failed",
+    "Invalid username or password",
+)
 
 
 def redact(url: str) -> str:
@@ -81,18 +90,22 @@ class Mirror:
                 kill_after_timeout=self.timeout,
             )
         except git.GitCommandError as exc:
-            raise GitError(self._explain(exc, branch)) from None
+            raise self._explain(exc, branch) from None
         return str(repo.rev_parse(f"refs/remotes/origin/{branch}").hexsha)
 
-    def _explain(self, exc: git.GitCommandError, branch: str) -> str:
-        stderr = str(exc.stderr or "").strip().strip("'").strip()
+    def _explain(self, exc: git.GitCommandError, branch: str) -> GitError | RemoteRefused:
+        """Refusals (retrying cannot help) apart from failures that may pass (retried)."""
+        # GitPython wraps git's stderr as "stderr: '...'".
+        stderr = str(exc.stderr or "").strip().removeprefix("stderr:").strip().strip("'").strip()
         remote = redact(self.url)
         if "couldn't find remote ref" in stderr:
-            return f"branch {branch!r} not found at {remote}"
+            return RemoteRefused(f"branch {branch!r} not found at {remote}")
         if exc.status == -9 or "timed out" in stderr.lower():
-            return f"git fetch from {remote} timed out after {self.timeout:g}s"
-        last = stderr.splitlines()[-1] if stderr else f"exit status {exc.status}"
-        return f"git fetch from {remote} failed: {redact(last)}"
+            return GitError(f"git fetch from {remote} timed out after {self.timeout:g}s")
+        last = redact(failure_reason(stderr)) if stderr else f"exit status {exc.status}"
+        if any(marker in stderr for marker in _REFUSALS):
+            return RemoteRefused(f"git fetch from {remote} refused: {last}")
+        return GitError(f"git fetch from {remote} failed: {last}")
 
     def export(self, revision: str, dest: Path) -> None:
         """Write the tree of `revision` into `dest` (which must be empty or absent)."""

@@ -453,3 +453,80 @@ def test_unsigned_first_commit_applies_nothing(
         f"verify failed: commit {head} has no valid signature from a trusted key"
     )
     assert not _exists("Deployment", kube_api_client, env.namespace)
+
+
+def test_deleted_branch_is_reported_and_the_cluster_left_alone(
+    env: Env, kube_api_client: k8s.ApiClient
+) -> None:
+    assert env.sync()["status"] == "synced"
+    run_git("update-ref", "-d", "refs/heads/master", cwd=env.remote.bare)
+    state = env.sync()
+    assert state["status"] == "failed"
+    expected = f"fetch failed: branch 'master' not found at {env.remote.url}"
+    assert state["error"] == expected
+    assert expected in env.events()
+    assert _image(kube_api_client, env.namespace) == "gitopsbook/sample-app:v0.1"
+
+
+KUSTOMIZATION = """\
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - deployment.yaml
+  - service.yaml
+commonLabels:
+  team: web
+"""
+FLUX_YAML = """\
+version: 1
+patchUpdated:
+  generators:
+    - command: kubectl kustomize .
+      timeout: 30
+  patchFile: flux-patch.yaml
+"""
+PATCH = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: sample-app
+spec:
+  template:
+    spec:
+      containers:
+        - name: sample-app
+          image: gitopsbook/sample-app:v0.2-patched
+"""
+
+
+def test_kustomize_generator_with_patch_file(
+    make_env: EnvFactory, kube_api_client: k8s.ApiClient
+) -> None:
+    env = make_env(manifest_generation=True)
+    env.remote.commit(
+        {".flux.yaml": FLUX_YAML, "kustomization.yaml": KUSTOMIZATION, "flux-patch.yaml": PATCH},
+        "generate with kustomize and patch",
+    )
+    state = env.sync()
+    assert state["status"] == "synced", state
+    assert state["applied"] == "2"
+    assert _image(kube_api_client, env.namespace) == "gitopsbook/sample-app:v0.2-patched"
+    service = k8s.CoreV1Api(kube_api_client).read_namespaced_service("sample-app", env.namespace)
+    assert service.metadata.labels["team"] == "web"
+
+
+def test_hanging_generator_is_killed_and_reported(
+    make_env: EnvFactory, kube_api_client: k8s.ApiClient
+) -> None:
+    env = make_env(manifest_generation=True)
+    assert env.sync()["status"] == "synced"
+    hanging = (
+        "version: 1\ncommandUpdated:\n  generators:\n    - command: sleep 600\n      timeout: 1\n"
+    )
+    env.remote.commit({".flux.yaml": hanging}, "a generator that hangs")
+    state = env.sync()
+    assert state["status"] == "failed"
+    assert state["error"].startswith("generate failed: ")
+    assert "sleep 600" in state["error"]
+    assert "timed out" in state["error"] or "timeout" in state["error"]
+    assert _image(kube_api_client, env.namespace) == "gitopsbook/sample-app:v0.1"
