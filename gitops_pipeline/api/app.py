@@ -5,12 +5,15 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import redis
+from celery import Celery
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from gitops_pipeline import events
 from gitops_pipeline.api.auth import require
-from gitops_pipeline.celery_app import configure
+from gitops_pipeline.api.metrics import SyncCollector
+from gitops_pipeline.celery_app import celery_config
 from gitops_pipeline.config import Settings
 from gitops_pipeline.store import Keys, connect
 
@@ -29,7 +32,9 @@ def _pipeline_status(client: redis.Redis, keys: Keys, name: str) -> dict[str, An
 
 
 def create_app(settings: Settings) -> FastAPI:
-    celery = configure(settings)
+    # A sender of its own: the web process only enqueues, and never binds the global app.
+    celery = Celery("gitops-pipeline-api", set_as_current=False)
+    celery.conf.update(celery_config(settings))
     app = FastAPI(
         title="gitops-pipeline",
         version="1",
@@ -48,6 +53,14 @@ def create_app(settings: Settings) -> FastAPI:
         except redis.RedisError as exc:
             return JSONResponse({"redis": f"unreachable: {exc}"}, status_code=503)
         return JSONResponse({"redis": "ok"})
+
+    registry = CollectorRegistry()
+    registry.register(SyncCollector(settings, app.state.redis))
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        """Prometheus exposition; unauthenticated like most scrape targets, and secret-free."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/api/v1/pipelines")
     def pipelines(request: Request, scope: Read) -> list[dict[str, Any]]:

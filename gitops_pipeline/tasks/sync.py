@@ -276,6 +276,7 @@ def apply(artifact_key: str, pipeline: str, full: bool = False) -> dict[str, Any
         _move_marker(spec, revision)
     status = "synced" if not result.errors else "synced-with-errors"
     now = f"{time.time():.3f}"
+    started_at = cast(str | None, client.hget(keys.sync(pipeline), "started_at"))
     _status(
         pipeline,
         status=status,
@@ -289,6 +290,7 @@ def apply(artifact_key: str, pipeline: str, full: bool = False) -> dict[str, Any
         error="",
         apply_seconds=f"{time.monotonic() - started:.3f}",
         finished_at=now,
+        duration_seconds=f"{float(now) - float(started_at or now):.3f}",
         **({"last_success_at": now} if not result.errors else {}),
     )
     _report(pipeline, revision, result, gc)
