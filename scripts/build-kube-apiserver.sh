@@ -6,8 +6,10 @@
 set -euo pipefail
 
 cache="${GITOPS_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/gitops-pipeline}"
+# Bump when the recipe changes, so machines holding an older build rebuild.
+recipe=2
 mkdir -p "$cache"
-existing=$(ls -1 "$cache"/kube-apiserver-* 2>/dev/null | head -n1 || true)
+existing=$(ls -1 "$cache"/kube-apiserver-*-r"$recipe" 2>/dev/null | head -n1 || true)
 if [ -n "$existing" ] && [ -x "$existing" ]; then
   echo "$existing"
   exit 0
@@ -39,13 +41,18 @@ version=$(echo "$orig" | sed -E 's/^kubernetes_(.*)\.orig\.tar\..*$/\1/')
 mkdir src
 tar -xf "$orig" -C src --strip-components=1
 cd src
+# Kubernetes 1.20 vendors reflect2 1.0.1, which crashes the API server (SIGSEGV in map
+# iteration) on Go >= 1.18 as soon as it serves a custom resource. 1.0.2 is the upstream fix,
+# API-compatible; Debian packages its source.
+rm -rf vendor/github.com/modern-go/reflect2
+cp -r /usr/share/gocode/src/github.com/modern-go/reflect2 vendor/github.com/modern-go/reflect2
 mkdir -p .go/src/k8s.io
 ln -s ../../.. .go/src/k8s.io/kubernetes
 cd .go/src/k8s.io/kubernetes
 export GOPATH="$work/src/.go" CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-mod=vendor
 export GOCACHE="$work/gocache"
 make WHAT=cmd/kube-apiserver >"$work/build.log" 2>&1 || { tail -n 40 "$work/build.log" >&2; exit 1; }
-out="$cache/kube-apiserver-$version"
+out="$cache/kube-apiserver-$version-r$recipe"
 cp _output/bin/kube-apiserver "$out.tmp"
 mv "$out.tmp" "$out"
 echo "$out"

@@ -3,7 +3,8 @@
 # Idempotent: does nothing when every package is already present.
 set -euo pipefail
 
-packages=(redis-server etcd-server docker-registry git gnupg rsync golang-go openssl make)
+packages=(redis-server etcd-server docker-registry git gnupg rsync golang-go openssl make
+          golang-github-modern-go-reflect2-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -530,3 +530,58 @@ def test_hanging_generator_is_killed_and_reported(
     assert "sleep 600" in state["error"]
     assert "timed out" in state["error"] or "timeout" in state["error"]
     assert _image(kube_api_client, env.namespace) == "gitopsbook/sample-app:v0.1"
+
+
+def test_crd_and_its_objects_in_one_revision(
+    env: Env, kube_api_client: k8s.ApiClient, key_prefix: str
+) -> None:
+    group = f"{key_prefix.strip(':')}.example.com"
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"widgets.{group}"},
+        "spec": {
+            "group": group,
+            "scope": "Namespaced",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "x-kubernetes-preserve-unknown-fields": True,
+                        }
+                    },
+                }
+            ],
+        },
+    }
+    widget = {
+        "apiVersion": f"{group}/v1",
+        "kind": "Widget",
+        "metadata": {"name": "w1"},
+        "spec": {"size": 3},
+    }
+    env.remote.commit(
+        {"crd.yaml": yaml.safe_dump(crd), "widget.yaml": yaml.safe_dump(widget)},
+        "a CRD and an object of it",
+    )
+    state = env.sync()
+    assert state["status"] == "synced", state
+    assert state["applied"] == "4"
+    live = k8s.CustomObjectsApi(kube_api_client).get_namespaced_custom_object(
+        group, "v1", env.namespace, "widgets", "w1"
+    )
+    assert live["spec"] == {"size": 3}
+
+
+def test_identical_input_is_rendered_once(env: Env) -> None:
+    assert env.sync()["status"] == "synced"
+    assert env.sync(full=True)["status"] == "synced"
+    rendered = [m for m in env.events() if m.startswith("rendered ")]
+    applied = [m for m in env.events() if m.startswith("applied ")]
+    assert len(rendered) == 1
+    assert len(applied) == 2
