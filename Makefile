@@ -25,3 +25,7 @@ lint: install
 test: lint
 	$(BIN)/pytest
 
+.PHONY: bench
+
+bench: install
+	$(BIN)/python -m bench
