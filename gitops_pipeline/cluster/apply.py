@@ -209,7 +209,11 @@ class Applier:
         return placed, digest
 
     def _live_ignored(self, placed: list[dict[str, Any]]) -> set[str]:
-        """Refs whose live object carries an ignore annotation (one LIST per kind/namespace)."""
+        """Refs whose live object carries an ignore annotation (one LIST per kind/namespace).
+
+        Lists are read as raw JSON: building the client's wrapper objects for every listed
+        item cost more than the applies themselves.
+        """
         wanted = {object_ref(obj) for obj in placed}
         scopes = {
             (obj["apiVersion"], obj["kind"], obj["metadata"].get("namespace")) for obj in placed
@@ -218,10 +222,13 @@ class Applier:
         for api_version, kind, namespace in scopes:
             resource = self._dynamic.resources.get(api_version=api_version, kind=kind)
             try:
-                listed = resource.get(namespace=namespace, _request_timeout=REQUEST_TIMEOUT)
-            except ApiException:
+                response = resource.get(
+                    namespace=namespace, serialize=False, _request_timeout=REQUEST_TIMEOUT
+                )
+                items = json.loads(response.data).get("items") or []
+            except (ApiException, ValueError):
                 continue  # not allowed to list: Git's annotations still apply
-            for item in listed.to_dict().get("items") or []:
+            for item in items:
                 item.setdefault("kind", kind)
                 ref = object_ref(item)
                 if ref in wanted and ignore_mode(item) == "true":
@@ -326,16 +333,20 @@ class Applier:
                 result.ignored.append(object_ref(item))
                 continue
             placed.append(item)
-        live_ignored = self._live_ignored(placed) if placed else set()
-        batch: list[tuple[dict[str, Any], str]] = []
+        changed: list[tuple[dict[str, Any], str]] = []
         for item in placed:
-            ref = object_ref(item)
+            marked, digest = self._mark(item)
+            if previous is not None and previous.get(object_ref(marked)) == digest:
+                result.unchanged.append(object_ref(marked))
+                continue
+            changed.append((marked, digest))
+        # Only objects about to be written need the live ignore check.
+        live_ignored = self._live_ignored([obj for obj, _ in changed]) if changed else set()
+        batch: list[tuple[dict[str, Any], str]] = []
+        for marked, digest in changed:
+            ref = object_ref(marked)
             if ref in live_ignored:
                 result.ignored.append(ref)
-                continue
-            marked, digest = self._mark(item)
-            if previous is not None and previous.get(ref) == digest:
-                result.unchanged.append(ref)
                 continue
             batch.append((marked, digest))
         return batch

@@ -13,22 +13,29 @@ from gitops_pipeline.errors import ClusterError, PermanentError
 
 
 def api_client(
-    kubeconfig: Path | None, context: str | None = None, impersonate: str | None = None
+    kubeconfig: Path | None,
+    context: str | None = None,
+    impersonate: str | None = None,
+    connections: int = 32,
 ) -> client.ApiClient:
     """A client for the cluster; in-cluster config when no kubeconfig is given.
 
     `impersonate` is `namespace:name` of a service account (or a plain user name): every request
-    then carries exactly that identity's RBAC rights.
+    then carries exactly that identity's RBAC rights. `connections` must be at least the number
+    of threads that share the client, or urllib3 throws connections away (a TLS handshake each).
     """
+    configuration = client.Configuration()
     try:
         if kubeconfig is not None:
-            api = config.new_client_from_config(config_file=str(kubeconfig), context=context)
+            config.load_kube_config(
+                config_file=str(kubeconfig), context=context, client_configuration=configuration
+            )
         else:
-            configuration = client.Configuration()
             config.load_incluster_config(client_configuration=configuration)
-            api = client.ApiClient(configuration)
     except (ConfigException, OSError) as exc:
         raise PermanentError(f"cannot load kubeconfig {kubeconfig}: {exc}") from None
+    configuration.connection_pool_maxsize = connections
+    api = client.ApiClient(configuration)
     if impersonate:
         namespace, _, name = impersonate.rpartition(":")
         user = f"system:serviceaccount:{namespace}:{name}" if namespace else name

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import base64
-import io
 import os
 import re
-import tarfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import git
 
@@ -15,6 +13,7 @@ from gitops_pipeline.errors import GitError, ManifestError, RemoteRefused
 from gitops_pipeline.git.command import failure_reason
 
 _CREDENTIALS_RE = re.compile(r"//[^/@]*@")
+_SYMLINK_MODE = 0o120000
 # What git prints when the remote answered and said no; anything else may pass on a retry.
 _REFUSALS = (
     "does not appear to be a git repository",
@@ -107,21 +106,54 @@ class Mirror:
             return RemoteRefused(f"git fetch from {remote} refused: {last}")
         return GitError(f"git fetch from {remote} failed: {last}")
 
-    def export(self, revision: str, dest: Path) -> None:
-        """Write the tree of `revision` into `dest` (which must be empty or absent)."""
-        repo = self._repo()
-        buffer = io.BytesIO()
-        try:
-            repo.archive(buffer, treeish=revision, format="tar")
-        except git.GitCommandError as exc:
-            raise GitError(f"cannot export revision {revision}: {exc.stderr}") from None
-        buffer.seek(0)
-        dest.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(fileobj=buffer) as archive:
+    def read_files(
+        self, revision: str, paths: list[str], suffixes: tuple[str, ...]
+    ) -> dict[str, bytes] | None:
+        """Files under `paths` at `revision` whose names end in `suffixes`, straight from the
+        object store (no checkout: writing a thousand files cost more than parsing them).
+
+        Returns None when a symlink is among them, since only a checkout can resolve those.
+        A path missing at `revision` raises `ManifestError`.
+        """
+        tree = self._repo().commit(revision).tree
+        found: dict[str, bytes] = {}
+        for entry in paths:
+            relative = str(PurePosixPath(entry))
             try:
-                # The "data" filter refuses absolute paths and symlinks that escape `dest`.
-                archive.extractall(dest, filter="data")
-            except tarfile.FilterError as exc:
-                raise ManifestError(
-                    f"revision {revision[:12]}: unsafe file in tree: {exc}"
-                ) from None
+                node = tree if relative == "." else tree / relative
+            except KeyError:
+                raise ManifestError(f"path {entry!r} does not exist in the repository") from None
+            items = [node] if isinstance(node, git.Blob) else list(node.traverse())
+            for item in items:
+                if not isinstance(item, git.Blob):
+                    continue
+                if item.mode == _SYMLINK_MODE:
+                    return None
+                path = str(item.path)
+                if path.endswith(suffixes):
+                    found[path] = item.data_stream.read()
+        return found
+
+    def export(self, revision: str, dest: Path) -> None:
+        """Write the tree of `revision` into `dest`, through a throwaway index.
+
+        `read-tree` + `checkout-index` writes a thousand files in tens of milliseconds, where
+        extracting a `git archive` took up to a second. Symlinks are written as symlinks; the
+        loaders refuse any that lead out of `dest`.
+        """
+        repo = self._repo()
+        dest.mkdir(parents=True, exist_ok=True)
+        index = dest.parent / f".{dest.name}.index"
+        env = {**os.environ, "GIT_INDEX_FILE": str(index)}
+        try:
+            repo.git.read_tree(revision, env=env, kill_after_timeout=self.timeout)
+            repo.git.execute(
+                ["git", f"--work-tree={dest}", "checkout-index", "--all", "--force"],
+                env=env,
+                kill_after_timeout=self.timeout,
+            )
+        except git.GitCommandError as exc:
+            reason = failure_reason(str(exc.stderr or ""))
+            raise GitError(f"cannot export revision {revision[:12]}: {reason}") from None
+        finally:
+            index.unlink(missing_ok=True)

@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from gitops_pipeline.errors import ManifestError
-from gitops_pipeline.manifests.load import Manifest, yaml_error
+from gitops_pipeline.manifests.load import SAFE_LOADER, Manifest, yaml_error
 
 BUILTIN_GROUPS = frozenset(
     {
@@ -228,7 +228,7 @@ def parse_patches(text: str, source: str) -> dict[PatchKey, dict[str, Any]]:
     """The documents of a patch file by (apiVersion, kind, namespace, name); empty documents
     are skipped, anything else that is not an object patch is an error."""
     try:
-        docs = list(yaml.safe_load_all(text))
+        docs = list(yaml.load_all(text, Loader=SAFE_LOADER))
     except yaml.YAMLError as exc:
         raise yaml_error(source, exc) from None
     patches: dict[PatchKey, dict[str, Any]] = {}

@@ -31,6 +31,7 @@ from gitops_pipeline.git.synctag import move_sync_tag, read_sync_tag
 from gitops_pipeline.git.verify import Keyring, verify_range, verify_tag
 from gitops_pipeline.locks import FencedLock
 from gitops_pipeline.manifests.generate import render_paths
+from gitops_pipeline.manifests.load import YAML_SUFFIXES, Manifest, load_blobs
 from gitops_pipeline.tasks.base import PipelineTask
 
 ARTIFACT_TTL = 24 * 3600
@@ -189,14 +190,7 @@ def generate(revision: str, pipeline: str) -> str:
     if client.expire(key, ARTIFACT_TTL):
         return key  # identical input is not rendered again
     started = time.monotonic()
-    scratch = Path(runtime.settings().work_dir).expanduser() / "scratch"
-    scratch.mkdir(parents=True, exist_ok=True)
-    tree = Path(tempfile.mkdtemp(prefix=f"{pipeline}-", dir=scratch))
-    try:
-        _mirror(spec).export(revision, tree)
-        manifests = render_paths(tree, spec.git.paths, spec.manifest_generation)
-    finally:
-        shutil.rmtree(tree, ignore_errors=True)
+    manifests = _render(spec, revision)
     payload = {
         "pipeline": pipeline,
         "revision": revision,
@@ -211,6 +205,23 @@ def generate(revision: str, pipeline: str) -> str:
         revision=revision,
     )
     return key
+
+
+def _render(spec: Pipeline, revision: str) -> list[Manifest]:
+    """Plain YAML is read from git's object store; generators need a checkout on disk."""
+    mirror = _mirror(spec)
+    if not spec.manifest_generation:
+        files = mirror.read_files(revision, spec.git.paths, YAML_SUFFIXES)
+        if files is not None:
+            return load_blobs(files)
+    scratch = Path(runtime.settings().work_dir).expanduser() / "scratch"
+    scratch.mkdir(parents=True, exist_ok=True)
+    tree = Path(tempfile.mkdtemp(prefix=f"{spec.name}-", dir=scratch))
+    try:
+        mirror.export(revision, tree)
+        return render_paths(tree, spec.git.paths, spec.manifest_generation)
+    finally:
+        shutil.rmtree(tree, ignore_errors=True)
 
 
 def _applied_record(pipeline: str) -> dict[str, Applied]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gitops_pipeline.errors import GitError, RemoteRefused
+from gitops_pipeline.errors import GitError, ManifestError, RemoteRefused
 from gitops_pipeline.git.mirror import Mirror, redact
 from gitops_pipeline.testbed.gitremote import GitRemote
 
@@ -55,3 +55,34 @@ def test_credentials_never_reach_messages() -> None:
     assert (
         redact("https://bot:s3cret@example.com/org/repo.git") == "https://example.com/org/repo.git"
     )
+
+
+def test_read_files_from_the_object_store(remote: GitRemote, tmp_path: Path) -> None:
+    head = remote.commit(
+        {
+            "apps/web.yaml": "w: 1\n",
+            "apps/sub/db.yml": "d: 1\n",
+            "apps/README.md": "x",
+            "infra/net.yaml": "n: 1\n",
+        },
+        "tree",
+    )
+    mirror = Mirror(tmp_path / "mirror", remote.url, timeout=20)
+    mirror.fetch("master")
+    files = mirror.read_files(head, ["apps", "infra/net.yaml"], (".yaml", ".yml"))
+    assert files == {
+        "apps/web.yaml": b"w: 1\n",
+        "apps/sub/db.yml": b"d: 1\n",
+        "infra/net.yaml": b"n: 1\n",
+    }
+    assert mirror.read_files(head, ["."], (".yaml",)) is not None
+    with pytest.raises(ManifestError, match="path 'nope' does not exist"):
+        mirror.read_files(head, ["nope"], (".yaml",))
+
+
+def test_symlinks_need_a_checkout(remote: GitRemote, tmp_path: Path) -> None:
+    (remote.work / "link.yaml").symlink_to("a.yaml")
+    head = remote.commit({}, "a symlink")
+    mirror = Mirror(tmp_path / "mirror", remote.url, timeout=20)
+    mirror.fetch("master")
+    assert mirror.read_files(head, ["."], (".yaml",)) is None

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from gitops_pipeline.errors import ManifestError
-from gitops_pipeline.manifests.load import load_paths
+from gitops_pipeline.manifests.load import load_blobs, load_paths
 
 DEPLOYMENT = """\
 apiVersion: apps/v1
@@ -87,3 +87,23 @@ def test_symlink_out_of_the_tree_is_refused(tmp_path: Path) -> None:
     (repo / "escape").symlink_to(outside)
     with pytest.raises(ManifestError, match="outside the repository"):
         load_paths(repo, ["escape"])
+
+
+def test_blobs_load_like_files(tmp_path: Path) -> None:
+    files = {
+        "b/s.yaml": SERVICE,
+        "a/d.yaml": DEPLOYMENT,
+        "a/notes.txt": "x",
+        "c/values.yml": "k: v",
+    }
+    _write(tmp_path, files)
+    from_disk = load_paths(tmp_path, ["."])
+    from_blobs = load_blobs({name: text.encode() for name, text in files.items()})
+    assert from_blobs == from_disk
+
+
+def test_blobs_reject_duplicates_and_bad_text() -> None:
+    with pytest.raises(ManifestError, match=r"defined twice: in a\.yaml and in b\.yaml"):
+        load_blobs({"a.yaml": DEPLOYMENT.encode(), "b.yaml": DEPLOYMENT.encode()})
+    with pytest.raises(ManifestError, match=r"bin\.yaml: not UTF-8 text"):
+        load_blobs({"bin.yaml": b"\xff\xfe"})
