@@ -94,7 +94,7 @@ def status(api: Api, pipeline: str) -> None:
     """Show a pipeline's last sync and recent events."""
     data = api.call("GET", f"/api/v1/pipelines/{pipeline}")
     click.echo(f"pipeline: {pipeline}")
-    for field in ("status", "revision", "applied", "failed", "error"):
+    for field in ("status", "revision", "applied", "unchanged", "failed", "error", "verify_error"):
         if data.get(field):
             click.echo(f"{field}: {data[field]}")
     for event in data.get("events", []):
