@@ -1,0 +1,1 @@
+"""Policy: annotations and tag filters that decide which image a workload should run."""
