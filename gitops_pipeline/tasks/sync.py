@@ -292,6 +292,7 @@ def apply(artifact_key: str, pipeline: str, full: bool = False) -> dict[str, Any
         pipeline,
         status=status,
         revision=revision,
+        artifact=artifact_key,
         applied=len(result.applied),
         unchanged=len(result.unchanged),
         ignored=len(result.ignored),
