@@ -5,7 +5,9 @@ standby instead of sending every tick twice.
 
 Per pipeline: `sync-<name>` every `sync.interval` (apply everything: drift correction) and
 `poll-<name>` every `git.poll_interval` (apply what changed in new commits when no webhook
-arrives). Both start the one entry point, `sync.trigger`, which coalesces them.
+arrives). Both start the one entry point, `sync.trigger`, which coalesces them. And, when any
+pipeline scans registries, `scan-dispatch` every `registry.dispatch_interval`, which enqueues
+each due image repository once.
 """
 
 from __future__ import annotations
@@ -34,6 +36,13 @@ def build_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "schedule": pipeline.git.poll_interval,
             "args": [pipeline.name],
             "options": {"expires": pipeline.git.poll_interval},
+        }
+    if any(pipeline.registry.scanning for pipeline in settings.pipelines):
+        interval = settings.registry.dispatch_interval
+        schedule["scan-dispatch"] = {
+            "task": "scan.dispatch",
+            "schedule": interval,
+            "options": {"expires": interval},
         }
     return schedule
 

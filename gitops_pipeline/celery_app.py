@@ -13,7 +13,9 @@ from gitops_pipeline.logsetup import configure_logging, current_pipeline, curren
 
 QUEUES = ("sync", "scan", "automation", "default")
 
-app = Celery("gitops_pipeline", include=["gitops_pipeline.tasks.sync"])
+app = Celery(
+    "gitops_pipeline", include=["gitops_pipeline.tasks.sync", "gitops_pipeline.tasks.scan"]
+)
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:

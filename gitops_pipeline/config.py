@@ -131,6 +131,7 @@ class RegistrySettings(_Model):
     credentials: dict[str, RegistryCredential] = Field(default_factory=dict)
     docker_config: Path | None = Field(None, description="a docker config.json with auths")
     platform: str = "linux/amd64"
+    dispatch_interval: Duration = Field(60.0, description="how often due repositories are enqueued")
 
 
 class WebhookSettings(_Model):

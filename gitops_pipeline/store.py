@@ -23,6 +23,17 @@ def connect(url: str) -> redis.Redis:
     )
 
 
+def connect_binary(url: str) -> redis.Redis:
+    """Like `connect`, for values that are bytes (the packed tag cache)."""
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=SOCKET_TIMEOUT,
+        socket_connect_timeout=CONNECT_TIMEOUT,
+        health_check_interval=30,
+        decode_responses=False,
+    )
+
+
 def check_redis(url: str) -> None:
     """Fail with one line when Redis is unreachable or may evict the broker's and locks' keys."""
     client = connect(url)

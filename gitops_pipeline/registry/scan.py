@@ -1,0 +1,78 @@
+"""One scan pass of one image repository: list tags, fetch only the manifests needed.
+
+Semver-ordered policies need just the tag list plus the digest of the tag they would pick;
+created-time ordering needs the digest and config of candidate tags. A config is fetched once
+per digest, ever (a digest's config cannot change). Known tags keep their cached digests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from gitops_pipeline.registry.cache import ImageInfo, TagCache
+from gitops_pipeline.registry.client import RegistryClient
+
+# Given the listed tags, the ones whose digest (and config) the policies need.
+NeedsImage = Callable[[list[str]], Iterable[str]]
+
+
+@dataclass
+class ScanResult:
+    repo: str
+    tags: int = 0
+    new_tags: list[str] = field(default_factory=list)
+    resolved: int = 0
+    configs: int = 0
+    changed: bool = False
+
+
+def scan_repository(
+    client: RegistryClient,
+    cache: TagCache,
+    repo: str,
+    repository: str,
+    needs_image: NeedsImage,
+    now: float,
+) -> ScanResult:
+    """Scan `repository` (its path at the registry) into the cache entry `repo`.
+
+    On any registry error the tags resolved so far are kept, the error is recorded in the
+    repository's scan state, and the exception propagates for the caller to report.
+    """
+    result = ScanResult(repo)
+    old = cache.get_tags(repo)
+    try:
+        tags = client.list_tags(repository)
+    except Exception as exc:
+        cache.record_scan(repo, changed=False, now=now, error=str(exc))
+        raise
+    merged: dict[str, str | None] = {tag: old.get(tag) for tag in tags}
+    result.tags = len(tags)
+    result.new_tags = [tag for tag in tags if tag not in old] if old else []
+    try:
+        for tag in needs_image(tags):
+            digest = merged.get(tag)
+            if digest is None:
+                resolved = client.resolve(repository, tag)
+                merged[tag] = digest = resolved.digest
+                result.resolved += 1
+                config_digest = resolved.config_digest
+            else:
+                config_digest = None
+            if cache.get_image(digest) is not None:
+                continue
+            if config_digest is None:
+                config_digest = client.resolve(repository, digest).config_digest
+                result.resolved += 1
+            if config_digest is not None:
+                config = client.image_config(repository, config_digest)
+                cache.put_image(digest, ImageInfo(config.created, config.labels))
+                result.configs += 1
+    except Exception as exc:
+        cache.put_tags(repo, merged)  # what was learnt before the failure is kept
+        cache.record_scan(repo, changed=bool(result.new_tags), now=now, error=str(exc))
+        raise
+    result.changed = cache.put_tags(repo, merged)
+    cache.record_scan(repo, changed=result.changed, now=now)
+    return result

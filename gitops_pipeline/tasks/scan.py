@@ -1,0 +1,183 @@
+"""Registry scanning: `scan.dispatch` fans out one `scan.repository` per due repository.
+
+A repository is enqueued once per due period however many pipelines use it, and scanned by one
+scanner process at a time (a lease), whichever machine the scanners run on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterable
+from functools import cache
+from typing import Any, cast
+
+import redis
+
+from gitops_pipeline import events, runtime
+from gitops_pipeline.celery_app import app
+from gitops_pipeline.config import Pipeline, Settings
+from gitops_pipeline.manifests.workloads import container_images, image_selected
+from gitops_pipeline.policy.annotations import read_policy
+from gitops_pipeline.policy.filters import newest_by_version, parse_filter
+from gitops_pipeline.registry.cache import TagCache
+from gitops_pipeline.registry.client import RateLimited, RegistryClient
+from gitops_pipeline.registry.ratelimit import RateLimiter
+from gitops_pipeline.registry.reference import InvalidReference, parse_image
+from gitops_pipeline.registry.scan import scan_repository
+from gitops_pipeline.store import connect_binary
+
+log = logging.getLogger(__name__)
+
+DISPATCH_LEASE = 900.0  # longer than a scan may take, queueing included
+SCAN_LEASE = 600.0
+RATE_WAIT = 60.0  # longest a request waits for the shared rate limit
+
+
+@cache
+def _binary(url: str) -> redis.Redis:
+    return connect_binary(url)
+
+
+def _tag_cache() -> TagCache:
+    settings = runtime.settings()
+    return TagCache(_binary(settings.redis_url), settings.key_prefix)
+
+
+def _limiter() -> RateLimiter:
+    settings = runtime.settings()
+    registry = settings.registry
+    return RateLimiter(
+        _binary(settings.redis_url),
+        settings.key_prefix,
+        registry.default_rps,
+        registry.default_burst,
+        {host: (limit.rps, limit.burst) for host, limit in registry.hosts.items()},
+    )
+
+
+def _rendered_objects(pipeline: Pipeline) -> list[dict[str, Any]]:
+    """The objects of the pipeline's last applied revision (empty before its first sync)."""
+    client = runtime.redis_client()
+    artifact = cast(str | None, client.hget(runtime.keys().sync(pipeline.name), "artifact"))
+    raw = cast(str | None, client.get(artifact)) if artifact else None
+    if raw is None:
+        return []
+    return [item["object"] for item in json.loads(raw)["objects"]]
+
+
+def repository_filters(settings: Settings) -> dict[str, set[str]]:
+    """Canonical repository name -> the tag filters of every container that runs it."""
+    plans: dict[str, set[str]] = {}
+    for pipeline in settings.pipelines:
+        if not pipeline.registry.scanning:
+            continue
+        objects = _rendered_objects(pipeline)
+        annotations = {
+            f"{(o.get('metadata') or {}).get('namespace') or pipeline.cluster.default_namespace}:"
+            f"{o.get('kind')}/{(o.get('metadata') or {}).get('name')}": (
+                (o.get("metadata") or {}).get("annotations") or {}
+            )
+            for o in objects
+        }
+        for image in container_images(objects, pipeline.cluster.default_namespace):
+            include, exclude = pipeline.registry.include_images, pipeline.registry.exclude_images
+            if not image_selected(image.image, include, exclude):
+                continue
+            try:
+                ref = parse_image(image.image)
+            except InvalidReference as exc:
+                events.record(
+                    runtime.redis_client(), runtime.keys(), pipeline.name, "warning",
+                    f"{image.workload} container {image.container}: {exc}",
+                )  # fmt: skip
+                continue
+            policy = read_policy(annotations.get(image.workload, {}))
+            plans.setdefault(ref.name, set()).add(str(policy.filter_for(image.container)))
+    return plans
+
+
+@app.task(name="scan.dispatch")
+def dispatch() -> int:
+    """Enqueue a scan of every due repository, once; return how many were enqueued."""
+    settings = runtime.settings()
+    plans = repository_filters(settings)
+    tag_cache = _tag_cache()
+    now = time.time()
+    enqueued = 0
+    for repo in tag_cache.due(plans, now):
+        if tag_cache.try_dispatch(repo, now, DISPATCH_LEASE):
+            repository.delay(repo, sorted(plans[repo]))
+            enqueued += 1
+    return enqueued
+
+
+def _needs_image(filters: Iterable[str]) -> Any:
+    parsed = [parse_filter(text) for text in filters]
+
+    def needs(tags: list[str]) -> list[str]:
+        wanted: dict[str, None] = {}
+        for tag_filter in parsed:
+            if tag_filter.orders_by_version:
+                wanted.update(dict.fromkeys(newest_by_version(tags, tag_filter)[:1]))
+            else:
+                wanted.update(dict.fromkeys(tag_filter.select(tags)))
+        return list(wanted)
+
+    return needs
+
+
+def _client(
+    registry_name: str, api_host: str, settings: Settings, limiter: RateLimiter
+) -> RegistryClient:
+    """A client for one registry; config keys (credentials, insecure) use the name users write."""
+    registry = settings.registry
+    credential = registry.credentials.get(registry_name)
+
+    def wait_for_rate_limit(netloc: str) -> None:
+        limiter.acquire(netloc, RATE_WAIT)
+
+    return RegistryClient(
+        api_host,
+        insecure=registry_name in registry.insecure_hosts,
+        credentials=(
+            (credential.username, credential.password.get_secret_value()) if credential else None
+        ),
+        platform=registry.platform,
+        before_request=wait_for_rate_limit,
+    )
+
+
+@app.task(name="scan.repository")
+def repository(repo: str, filters: list[str]) -> dict[str, Any]:
+    """Scan one repository; errors are recorded on it and the cache keeps its last good data."""
+    settings = runtime.settings()
+    tag_cache = _tag_cache()
+    owner = uuid.uuid4().hex
+    if not tag_cache.claim(repo, owner, SCAN_LEASE):
+        return {"repo": repo, "skipped": "another scanner holds it"}
+    ref = parse_image(repo)
+    limiter = _limiter()
+    try:
+        with _client(ref.registry, ref.api_host, settings, limiter) as client:
+            result = scan_repository(
+                client, tag_cache, repo, ref.repository, _needs_image(filters), time.time()
+            )
+    except RateLimited as exc:
+        limiter.penalize(ref.api_host, exc.retry_after)
+        log.warning("scan of %s stopped by the registry's rate limit: %s", repo, exc)
+        return {"repo": repo, "error": str(exc)}
+    except Exception as exc:  # recorded on the repository by scan_repository
+        log.warning("scan of %s failed: %s", repo, exc)
+        return {"repo": repo, "error": str(exc)}
+    finally:
+        tag_cache.release(repo, owner)
+    return {
+        "repo": repo,
+        "tags": result.tags,
+        "new_tags": result.new_tags,
+        "resolved": result.resolved,
+        "configs": result.configs,
+    }
