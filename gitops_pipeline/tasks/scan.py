@@ -24,6 +24,7 @@ from gitops_pipeline.policy.annotations import read_policy
 from gitops_pipeline.policy.filters import newest_by_version, parse_filter
 from gitops_pipeline.registry.cache import TagCache
 from gitops_pipeline.registry.client import RateLimited, RegistryClient
+from gitops_pipeline.registry.credentials import credentials_for
 from gitops_pipeline.registry.ratelimit import RateLimiter
 from gitops_pipeline.registry.reference import InvalidReference, parse_image
 from gitops_pipeline.registry.scan import scan_repository
@@ -134,7 +135,11 @@ def _client(
 ) -> RegistryClient:
     """A client for one registry; config keys (credentials, insecure) use the name users write."""
     registry = settings.registry
-    credential = registry.credentials.get(registry_name)
+    configured = {
+        host: (cred.username, cred.password.get_secret_value())
+        for host, cred in registry.credentials.items()
+    }
+    credentials = credentials_for(registry_name, configured, registry.docker_config)
 
     def wait_for_rate_limit(netloc: str) -> None:
         limiter.acquire(netloc, RATE_WAIT)
@@ -142,9 +147,7 @@ def _client(
     return RegistryClient(
         api_host,
         insecure=registry_name in registry.insecure_hosts,
-        credentials=(
-            (credential.username, credential.password.get_secret_value()) if credential else None
-        ),
+        credentials=credentials,
         platform=registry.platform,
         before_request=wait_for_rate_limit,
     )
