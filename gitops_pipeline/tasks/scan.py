@@ -18,7 +18,9 @@ import redis
 
 from gitops_pipeline import events, runtime
 from gitops_pipeline.celery_app import app
+from gitops_pipeline.cluster.workloads import live_workloads
 from gitops_pipeline.config import Pipeline, Settings
+from gitops_pipeline.errors import GitopsError
 from gitops_pipeline.manifests.workloads import container_images, image_selected
 from gitops_pipeline.policy.annotations import read_policy
 from gitops_pipeline.policy.filters import newest_by_version, parse_filter
@@ -29,6 +31,7 @@ from gitops_pipeline.registry.ratelimit import RateLimiter
 from gitops_pipeline.registry.reference import InvalidReference, parse_image
 from gitops_pipeline.registry.scan import scan_repository
 from gitops_pipeline.store import connect_binary
+from gitops_pipeline.tasks.clients import cluster_client
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +72,25 @@ def _rendered_objects(pipeline: Pipeline) -> list[dict[str, Any]]:
     return [item["object"] for item in json.loads(raw)["objects"]]
 
 
+def _live_objects(pipeline: Pipeline, rendered: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Workloads running in the pipeline's namespaces but not (or no longer) in Git."""
+    namespaces = {
+        (o.get("metadata") or {}).get("namespace") or pipeline.cluster.default_namespace
+        for o in rendered
+        if o.get("kind") != "Namespace"
+    }
+    namespaces |= set(pipeline.cluster.allow_namespaces)
+    if not namespaces:
+        return []
+    cluster = pipeline.cluster
+    try:
+        dynamic, _ = cluster_client(cluster.kubeconfig, cluster.context, cluster.impersonate)
+        return live_workloads(dynamic, namespaces)
+    except GitopsError as exc:
+        log.warning("cannot list live workloads of %s: %s", pipeline.name, exc)
+        return []
+
+
 def repository_filters(settings: Settings) -> dict[str, set[str]]:
     """Canonical repository name -> the tag filters of every container that runs it."""
     plans: dict[str, set[str]] = {}
@@ -76,6 +98,7 @@ def repository_filters(settings: Settings) -> dict[str, set[str]]:
         if not pipeline.registry.scanning:
             continue
         objects = _rendered_objects(pipeline)
+        objects += _live_objects(pipeline, objects)
         annotations = {
             f"{(o.get('metadata') or {}).get('namespace') or pipeline.cluster.default_namespace}:"
             f"{o.get('kind')}/{(o.get('metadata') or {}).get('name')}": (

@@ -13,7 +13,6 @@ import shutil
 import tempfile
 import time
 import uuid
-from functools import cache
 from pathlib import Path
 from typing import Any, cast
 
@@ -22,7 +21,6 @@ from celery import chain
 from gitops_pipeline import events, runs, runtime
 from gitops_pipeline.celery_app import app
 from gitops_pipeline.cluster.apply import Applied, Applier, ApplyResult
-from gitops_pipeline.cluster.client import api_client, cluster_id, dynamic_client
 from gitops_pipeline.cluster.gc import GcResult, collect
 from gitops_pipeline.config import Pipeline
 from gitops_pipeline.errors import GitopsError, PermanentError, SignatureError
@@ -33,6 +31,7 @@ from gitops_pipeline.locks import FencedLock
 from gitops_pipeline.manifests.generate import render_paths
 from gitops_pipeline.manifests.load import YAML_SUFFIXES, Manifest, load_blobs
 from gitops_pipeline.tasks.base import PipelineTask
+from gitops_pipeline.tasks.clients import cluster_client
 
 ARTIFACT_TTL = 24 * 3600
 
@@ -47,13 +46,6 @@ def _mirror(pipeline: Pipeline) -> Mirror:
         ssh_key_file=git.ssh_key_file,
         token=git.token.get_secret_value() if git.token else None,
     )
-
-
-@cache
-def _cluster(kubeconfig: Path | None, context: str | None, impersonate: str | None) -> Any:
-    """One discovery-backed client per cluster identity per process, with the cluster's id."""
-    api = api_client(kubeconfig, context, impersonate)
-    return dynamic_client(api), cluster_id(api)
 
 
 def _status(pipeline: str, **fields: str | int) -> None:
@@ -259,7 +251,7 @@ def apply(artifact_key: str, pipeline: str, full: bool = False) -> dict[str, Any
     revision: str = payload["revision"]
     objects = [item["object"] for item in payload["objects"]]
     cluster = spec.cluster
-    dynamic, cluster_name = _cluster(cluster.kubeconfig, cluster.context, cluster.impersonate)
+    dynamic, cluster_name = cluster_client(cluster.kubeconfig, cluster.context, cluster.impersonate)
     applier = Applier(dynamic, pipeline, cluster.default_namespace, cluster.allow_namespaces)
     record = _applied_record(pipeline)
     lock = FencedLock(

@@ -16,13 +16,17 @@ import pytest
 import redis
 import yaml
 from celery import Celery
+from kubernetes import client as k8s
 
+from gitops_pipeline import runtime
 from gitops_pipeline.celery_app import celery_config
 from gitops_pipeline.config import parse_settings
 from gitops_pipeline.registry.cache import TagCache
 from gitops_pipeline.registry.client import RateLimited, RegistryClient
 from gitops_pipeline.registry.scan import scan_repository
 from gitops_pipeline.store import Keys
+from gitops_pipeline.tasks.scan import repository_filters
+from gitops_pipeline.testbed.kube import KubeServer
 from gitops_pipeline.testbed.registry import RegistryServer, push_image
 from gitops_pipeline.testbed.registry_front import RegistryFront
 
@@ -237,3 +241,65 @@ def test_two_scanner_processes_scan_each_repository_once(
     assert set(per_repo.values()) == {1}
     logs = [(tmp_path / f"scanner-{n}.log").read_text() for n in range(2)]
     assert all("scan.repository" in text for text in logs)  # both processes took a share
+
+
+def test_live_workloads_are_scanned_too(
+    redis_url: str,
+    key_prefix: str,
+    kube: KubeServer,
+    kube_api_client: k8s.ApiClient,
+    kube_namespace: str,
+) -> None:
+    config = {
+        "redis_url": redis_url,
+        "key_prefix": key_prefix,
+        "pipelines": [
+            {
+                "name": "live",
+                "git": {"url": "file:///unused.git"},
+                "cluster": {
+                    "kubeconfig": str(kube.kubeconfig),
+                    "default_namespace": kube_namespace,
+                },
+            }
+        ],
+    }
+    settings = parse_settings(yaml.safe_dump(config), "test", {})
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    keys = Keys(key_prefix)
+    rendered = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "in-git", "annotations": {"fluxcd.io/tag.app": "semver:~1"}},
+        "spec": {
+            "template": {
+                "spec": {"containers": [{"name": "app", "image": "quay.io/team/in-git:1.0"}]}
+            }
+        },
+    }
+    artifact = keys.artifact("live-test")
+    client.set(
+        artifact,
+        json.dumps({"revision": "x", "objects": [{"source": "d.yaml", "object": rendered}]}),
+    )
+    client.hset(keys.sync("live"), "artifact", artifact)
+    k8s.AppsV1Api(kube_api_client).create_namespaced_deployment(
+        kube_namespace,
+        {
+            "metadata": {"name": "only-live"},
+            "spec": {
+                "selector": {"matchLabels": {"app": "x"}},
+                "template": {
+                    "metadata": {"labels": {"app": "x"}},
+                    "spec": {
+                        "containers": [{"name": "sidecar", "image": "ghcr.io/org/sidecar:2.1"}]
+                    },
+                },
+            },
+        },
+    )
+    runtime.init(settings)
+    assert repository_filters(settings) == {
+        "quay.io/team/in-git": {"semver:~1"},
+        "ghcr.io/org/sidecar": {"glob:*"},
+    }
