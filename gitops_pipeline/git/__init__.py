@@ -1,1 +1,2 @@
-"""Git: mirrors of remotes, export of a revision's tree. The only package that runs git."""
+"""Git: mirrors of remotes, reading a revision, signature verification, the sync tag and
+commits pushed back as compare-and-swap. The only package that runs git."""

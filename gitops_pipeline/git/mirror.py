@@ -15,7 +15,7 @@ from gitops_pipeline.git.command import failure_reason
 _CREDENTIALS_RE = re.compile(r"//[^/@]*@")
 _SYMLINK_MODE = 0o120000
 # What git prints when the remote answered and said no; anything else may pass on a retry.
-_REFUSALS = (
+REFUSALS = (
     "does not appear to be a git repository",
     "Repository not found",
     "Permission denied",
@@ -102,7 +102,7 @@ class Mirror:
         if exc.status == -9 or "timed out" in stderr.lower():
             return GitError(f"git fetch from {remote} timed out after {self.timeout:g}s")
         last = redact(failure_reason(stderr)) if stderr else f"exit status {exc.status}"
-        if any(marker in stderr for marker in _REFUSALS):
+        if any(marker in stderr for marker in REFUSALS):
             return RemoteRefused(f"git fetch from {remote} refused: {last}")
         return GitError(f"git fetch from {remote} failed: {last}")
 
