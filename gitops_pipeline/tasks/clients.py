@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import redis
+
+from gitops_pipeline import runtime
 from gitops_pipeline.cluster.client import api_client, cluster_id, dynamic_client
+from gitops_pipeline.config import Pipeline
+from gitops_pipeline.registry.cache import TagCache
+from gitops_pipeline.store import connect_binary
 
 
 @cache
@@ -14,3 +21,24 @@ def cluster_client(kubeconfig: Path | None, context: str | None, impersonate: st
     """One discovery-backed client per cluster identity per process, with the cluster's id."""
     api = api_client(kubeconfig, context, impersonate)
     return dynamic_client(api), cluster_id(api)
+
+
+@cache
+def binary_redis(url: str) -> redis.Redis:
+    """A client for byte values (the packed tag cache), one per process."""
+    return connect_binary(url)
+
+
+def tag_cache() -> TagCache:
+    settings = runtime.settings()
+    return TagCache(binary_redis(settings.redis_url), settings.key_prefix)
+
+
+def rendered_objects(pipeline: Pipeline) -> list[dict[str, Any]]:
+    """The objects of the pipeline's last applied revision (empty before its first sync)."""
+    client = runtime.redis_client()
+    artifact = cast(str | None, client.hget(runtime.keys().sync(pipeline.name), "artifact"))
+    raw = cast(str | None, client.get(artifact)) if artifact else None
+    if raw is None:
+        return []
+    return [item["object"] for item in json.loads(raw)["objects"]]

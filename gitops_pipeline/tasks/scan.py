@@ -6,15 +6,11 @@ scanner process at a time (a lease), whichever machine the scanners run on.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
 from collections.abc import Iterable
-from functools import cache
-from typing import Any, cast
-
-import redis
+from typing import Any
 
 from gitops_pipeline import events, runtime
 from gitops_pipeline.celery_app import app
@@ -24,14 +20,12 @@ from gitops_pipeline.errors import GitopsError
 from gitops_pipeline.manifests.workloads import container_images, image_selected
 from gitops_pipeline.policy.annotations import read_policy
 from gitops_pipeline.policy.filters import newest_by_version, parse_filter
-from gitops_pipeline.registry.cache import TagCache
 from gitops_pipeline.registry.client import RateLimited, RegistryClient
 from gitops_pipeline.registry.credentials import credentials_for
 from gitops_pipeline.registry.ratelimit import RateLimiter
 from gitops_pipeline.registry.reference import InvalidReference, parse_image
 from gitops_pipeline.registry.scan import scan_repository
-from gitops_pipeline.store import connect_binary
-from gitops_pipeline.tasks.clients import cluster_client
+from gitops_pipeline.tasks.clients import binary_redis, cluster_client, rendered_objects, tag_cache
 
 log = logging.getLogger(__name__)
 
@@ -40,36 +34,16 @@ SCAN_LEASE = 600.0
 RATE_WAIT = 60.0  # longest a request waits for the shared rate limit
 
 
-@cache
-def _binary(url: str) -> redis.Redis:
-    return connect_binary(url)
-
-
-def _tag_cache() -> TagCache:
-    settings = runtime.settings()
-    return TagCache(_binary(settings.redis_url), settings.key_prefix)
-
-
 def _limiter() -> RateLimiter:
     settings = runtime.settings()
     registry = settings.registry
     return RateLimiter(
-        _binary(settings.redis_url),
+        binary_redis(settings.redis_url),
         settings.key_prefix,
         registry.default_rps,
         registry.default_burst,
         {host: (limit.rps, limit.burst) for host, limit in registry.hosts.items()},
     )
-
-
-def _rendered_objects(pipeline: Pipeline) -> list[dict[str, Any]]:
-    """The objects of the pipeline's last applied revision (empty before its first sync)."""
-    client = runtime.redis_client()
-    artifact = cast(str | None, client.hget(runtime.keys().sync(pipeline.name), "artifact"))
-    raw = cast(str | None, client.get(artifact)) if artifact else None
-    if raw is None:
-        return []
-    return [item["object"] for item in json.loads(raw)["objects"]]
 
 
 def _live_objects(pipeline: Pipeline, rendered: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -97,7 +71,7 @@ def repository_filters(settings: Settings) -> dict[str, set[str]]:
     for pipeline in settings.pipelines:
         if not pipeline.registry.scanning:
             continue
-        objects = _rendered_objects(pipeline)
+        objects = rendered_objects(pipeline)
         objects += _live_objects(pipeline, objects)
         annotations = {
             f"{(o.get('metadata') or {}).get('namespace') or pipeline.cluster.default_namespace}:"
@@ -128,11 +102,11 @@ def dispatch() -> int:
     """Enqueue a scan of every due repository, once; return how many were enqueued."""
     settings = runtime.settings()
     plans = repository_filters(settings)
-    tag_cache = _tag_cache()
+    cache = tag_cache()
     now = time.time()
     enqueued = 0
-    for repo in tag_cache.due(plans, now):
-        if tag_cache.try_dispatch(repo, now, DISPATCH_LEASE):
+    for repo in cache.due(plans, now):
+        if cache.try_dispatch(repo, now, DISPATCH_LEASE):
             repository.delay(repo, sorted(plans[repo]))
             enqueued += 1
     return enqueued
@@ -180,16 +154,16 @@ def _client(
 def repository(repo: str, filters: list[str]) -> dict[str, Any]:
     """Scan one repository; errors are recorded on it and the cache keeps its last good data."""
     settings = runtime.settings()
-    tag_cache = _tag_cache()
+    cache = tag_cache()
     owner = uuid.uuid4().hex
-    if not tag_cache.claim(repo, owner, SCAN_LEASE):
+    if not cache.claim(repo, owner, SCAN_LEASE):
         return {"repo": repo, "skipped": "another scanner holds it"}
     ref = parse_image(repo)
     limiter = _limiter()
     try:
         with _client(ref.registry, ref.api_host, settings, limiter) as client:
             result = scan_repository(
-                client, tag_cache, repo, ref.repository, _needs_image(filters), time.time()
+                client, cache, repo, ref.repository, _needs_image(filters), time.time()
             )
     except RateLimited as exc:
         limiter.penalize(ref.api_host, exc.retry_after)
@@ -199,7 +173,7 @@ def repository(repo: str, filters: list[str]) -> dict[str, Any]:
         log.warning("scan of %s failed: %s", repo, exc)
         return {"repo": repo, "error": str(exc)}
     finally:
-        tag_cache.release(repo, owner)
+        cache.release(repo, owner)
     return {
         "repo": repo,
         "tags": result.tags,
