@@ -6,7 +6,8 @@ standby instead of sending every tick twice.
 Per pipeline: `sync-<name>` every `sync.interval` (apply everything: drift correction) and
 `poll-<name>` every `git.poll_interval` (apply what changed in new commits when no webhook
 arrives). Both start the one entry point, `sync.trigger`, which coalesces them. And, when any
-pipeline scans registries, `scan-dispatch` every `registry.dispatch_interval`, which enqueues
+pipeline scans registries, `automation-<name>` every `automation_interval` (writable repos), and
+`scan-dispatch` every `registry.dispatch_interval`, which enqueues
 each due image repository once.
 """
 
@@ -37,6 +38,13 @@ def build_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "args": [pipeline.name],
             "options": {"expires": pipeline.git.poll_interval},
         }
+        if not pipeline.git.readonly:
+            schedule[f"automation-{pipeline.name}"] = {
+                "task": "automation.plan",
+                "schedule": pipeline.automation_interval,
+                "args": [pipeline.name],
+                "options": {"expires": pipeline.automation_interval},
+            }
     if any(pipeline.registry.scanning for pipeline in settings.pipelines):
         interval = settings.registry.dispatch_interval
         schedule["scan-dispatch"] = {

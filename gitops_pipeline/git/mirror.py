@@ -29,6 +29,25 @@ def redact(url: str) -> str:
     return _CREDENTIALS_RE.sub("//", url)
 
 
+def auth_env(ssh_key_file: Path | None, token: str | None) -> dict[str, str]:
+    """Environment that gives git the remote's credentials (never on a command line)."""
+    env = {"GIT_TERMINAL_PROMPT": "0"}
+    if ssh_key_file is not None:
+        env["GIT_SSH_COMMAND"] = (
+            f"ssh -i {ssh_key_file} -o IdentitiesOnly=yes -o BatchMode=yes "
+            "-o StrictHostKeyChecking=accept-new"
+        )
+    if token is not None:
+        # Passed through git's environment config, never on the command line.
+        basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+        env.update(
+            GIT_CONFIG_COUNT="1",
+            GIT_CONFIG_KEY_0="http.extraHeader",
+            GIT_CONFIG_VALUE_0=f"Authorization: Basic {basic}",
+        )
+    return env
+
+
 class Mirror:
     """A bare repository under `path` tracking `url`; one per pipeline per worker."""
 
@@ -43,26 +62,8 @@ class Mirror:
         self.path = path
         self.url = url
         self.timeout = timeout
-        self.env = self._auth_env(ssh_key_file, token)
+        self.env = auth_env(ssh_key_file, token)
         """Environment for git commands that reach the remote (credentials, never argv)."""
-
-    @staticmethod
-    def _auth_env(ssh_key_file: Path | None, token: str | None) -> dict[str, str]:
-        env = {"GIT_TERMINAL_PROMPT": "0"}
-        if ssh_key_file is not None:
-            env["GIT_SSH_COMMAND"] = (
-                f"ssh -i {ssh_key_file} -o IdentitiesOnly=yes -o BatchMode=yes "
-                "-o StrictHostKeyChecking=accept-new"
-            )
-        if token is not None:
-            # Passed through git's environment config, never on the command line.
-            basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
-            env.update(
-                GIT_CONFIG_COUNT="1",
-                GIT_CONFIG_KEY_0="http.extraHeader",
-                GIT_CONFIG_VALUE_0=f"Authorization: Basic {basic}",
-            )
-        return env
 
     def _repo(self) -> git.Repo:
         if (self.path / "HEAD").exists():

@@ -67,7 +67,12 @@ def _live_objects(pipeline: Pipeline, rendered: list[dict[str, Any]]) -> list[di
 
 def repository_filters(settings: Settings) -> dict[str, set[str]]:
     """Canonical repository name -> the tag filters of every container that runs it."""
-    plans: dict[str, set[str]] = {}
+    return {repo: filters for repo, (filters, _) in repository_plans(settings).items()}
+
+
+def repository_plans(settings: Settings) -> dict[str, tuple[set[str], set[str]]]:
+    """Canonical repository name -> (tag filters of its containers, pipelines that run it)."""
+    plans: dict[str, tuple[set[str], set[str]]] = {}
     for pipeline in settings.pipelines:
         if not pipeline.registry.scanning:
             continue
@@ -93,7 +98,9 @@ def repository_filters(settings: Settings) -> dict[str, set[str]]:
                 )  # fmt: skip
                 continue
             policy = read_policy(annotations.get(image.workload, {}))
-            plans.setdefault(ref.name, set()).add(str(policy.filter_for(image.container)))
+            filters, users = plans.setdefault(ref.name, (set(), set()))
+            filters.add(str(policy.filter_for(image.container)))
+            users.add(pipeline.name)
     return plans
 
 
@@ -101,13 +108,14 @@ def repository_filters(settings: Settings) -> dict[str, set[str]]:
 def dispatch() -> int:
     """Enqueue a scan of every due repository, once; return how many were enqueued."""
     settings = runtime.settings()
-    plans = repository_filters(settings)
+    plans = repository_plans(settings)
     cache = tag_cache()
     now = time.time()
     enqueued = 0
     for repo in cache.due(plans, now):
         if cache.try_dispatch(repo, now, DISPATCH_LEASE):
-            repository.delay(repo, sorted(plans[repo]))
+            filters, users = plans[repo]
+            repository.delay(repo, sorted(filters), sorted(users))
             enqueued += 1
     return enqueued
 
@@ -151,8 +159,11 @@ def _client(
 
 
 @app.task(name="scan.repository")
-def repository(repo: str, filters: list[str]) -> dict[str, Any]:
-    """Scan one repository; errors are recorded on it and the cache keeps its last good data."""
+def repository(repo: str, filters: list[str], pipelines: list[str] | None = None) -> dict[str, Any]:
+    """Scan one repository; errors are recorded on it and the cache keeps its last good data.
+
+    New tags start automation for `pipelines` (those whose workloads run the repository).
+    """
     settings = runtime.settings()
     cache = tag_cache()
     owner = uuid.uuid4().hex
@@ -174,6 +185,9 @@ def repository(repo: str, filters: list[str]) -> dict[str, Any]:
         return {"repo": repo, "error": str(exc)}
     finally:
         cache.release(repo, owner)
+    if result.new_tags:
+        for pipeline in pipelines or []:
+            app.send_task("automation.plan", args=[pipeline])
     return {
         "repo": repo,
         "tags": result.tags,
