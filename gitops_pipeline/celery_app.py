@@ -14,7 +14,12 @@ from gitops_pipeline.logsetup import configure_logging, current_pipeline, curren
 QUEUES = ("sync", "scan", "automation", "default")
 
 app = Celery(
-    "gitops_pipeline", include=["gitops_pipeline.tasks.sync", "gitops_pipeline.tasks.scan"]
+    "gitops_pipeline",
+    include=[
+        "gitops_pipeline.tasks.sync",
+        "gitops_pipeline.tasks.scan",
+        "gitops_pipeline.tasks.automation",
+    ],
 )
 
 
