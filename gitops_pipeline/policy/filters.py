@@ -12,6 +12,7 @@ Invalid filters raise `ValueError` with a message naming the filter, where they 
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ _VERSION_RE = re.compile(
 Kind = Literal["glob", "semver", "regex"]
 
 
+@functools.lru_cache(maxsize=65536)
 def tag_version(tag: str) -> semantic_version.Version | None:
     """The version a tag names, or None when it is not a version."""
     match = _VERSION_RE.match(tag)
@@ -42,6 +44,11 @@ def tag_version(tag: str) -> semantic_version.Version | None:
         prerelease=tuple(pre.split(".")) if pre else (),
         build=tuple(build.split(".")) if build else (),
     )
+
+
+@functools.cache
+def _npm_spec(pattern: str) -> semantic_version.NpmSpec:
+    return semantic_version.NpmSpec(pattern)
 
 
 @dataclass(frozen=True)
@@ -60,7 +67,7 @@ class TagFilter:
         if self.kind == "regex":
             return re.fullmatch(self.pattern, tag) is not None
         version = tag_version(tag)
-        return version is not None and version in semantic_version.NpmSpec(self.pattern)
+        return version is not None and version in _npm_spec(self.pattern)
 
     def select(self, tags: Iterable[str]) -> list[str]:
         return [tag for tag in tags if self.matches(tag)]

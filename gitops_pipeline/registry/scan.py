@@ -50,6 +50,8 @@ def scan_repository(
     merged: dict[str, str | None] = {tag: old.get(tag) for tag in tags}
     result.tags = len(tags)
     result.new_tags = [tag for tag in tags if tag not in old] if old else []
+    # What is known about the digests already cached, in one round trip.
+    known = set(cache.images(digest for digest in merged.values() if digest))
     try:
         for tag in needs_image(tags):
             digest = merged.get(tag)
@@ -60,7 +62,7 @@ def scan_repository(
                 config_digest = resolved.config_digest
             else:
                 config_digest = None
-            if cache.get_image(digest) is not None:
+            if digest in known:
                 continue
             if config_digest is None:
                 config_digest = client.resolve(repository, digest).config_digest
@@ -68,6 +70,7 @@ def scan_repository(
             if config_digest is not None:
                 config = client.image_config(repository, config_digest)
                 cache.put_image(digest, ImageInfo(config.created, config.labels))
+                known.add(digest)
                 result.configs += 1
     except Exception as exc:
         cache.put_tags(repo, merged)  # what was learnt before the failure is kept
