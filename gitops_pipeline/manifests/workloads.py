@@ -16,6 +16,7 @@ class ContainerImage:
     container: str
     image: str
     init: bool
+    pull_secrets: tuple[str, ...] = ()  # names of the pod's imagePullSecrets
 
 
 def _pod_spec(obj: dict[str, Any]) -> dict[str, Any]:
@@ -38,11 +39,17 @@ def container_images(
         meta = obj.get("metadata") or {}
         workload = f"{meta.get('namespace') or default_namespace}:{obj['kind']}/{meta.get('name')}"
         pod = _pod_spec(obj)
+        secrets = tuple(
+            str(ref["name"])
+            for ref in pod.get("imagePullSecrets") or []
+            if isinstance(ref, dict) and ref.get("name")
+        )
         for key, init in (("initContainers", True), ("containers", False)):
             for container in pod.get(key) or []:
                 image = container.get("image") if isinstance(container, dict) else None
                 if isinstance(image, str) and image:
-                    found.append(ContainerImage(workload, str(container.get("name")), image, init))
+                    name = str(container.get("name"))
+                    found.append(ContainerImage(workload, name, image, init, secrets))
     return found
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from gitops_pipeline import events, runtime
 from gitops_pipeline.celery_app import app
+from gitops_pipeline.cluster.secrets import docker_config
 from gitops_pipeline.cluster.workloads import live_workloads
 from gitops_pipeline.config import Pipeline, Settings
 from gitops_pipeline.errors import GitopsError
@@ -67,12 +68,16 @@ def _live_objects(pipeline: Pipeline, rendered: list[dict[str, Any]]) -> list[di
 
 def repository_filters(settings: Settings) -> dict[str, set[str]]:
     """Canonical repository name -> the tag filters of every container that runs it."""
-    return {repo: filters for repo, (filters, _) in repository_plans(settings).items()}
+    return {repo: plan[0] for repo, plan in repository_plans(settings).items()}
 
 
-def repository_plans(settings: Settings) -> dict[str, tuple[set[str], set[str]]]:
-    """Canonical repository name -> (tag filters of its containers, pipelines that run it)."""
-    plans: dict[str, tuple[set[str], set[str]]] = {}
+Plan = tuple[set[str], set[str], set[str]]
+
+
+def repository_plans(settings: Settings) -> dict[str, Plan]:
+    """Canonical repository name -> (tag filters of its containers, pipelines that run it,
+    their image pull secrets as `pipeline/namespace/name`)."""
+    plans: dict[str, Plan] = {}
     for pipeline in settings.pipelines:
         if not pipeline.registry.scanning:
             continue
@@ -98,9 +103,11 @@ def repository_plans(settings: Settings) -> dict[str, tuple[set[str], set[str]]]
                 )  # fmt: skip
                 continue
             policy = read_policy(annotations.get(image.workload, {}))
-            filters, users = plans.setdefault(ref.name, (set(), set()))
+            filters, users, secrets = plans.setdefault(ref.name, (set(), set(), set()))
             filters.add(str(policy.filter_for(image.container)))
             users.add(pipeline.name)
+            namespace = image.workload.split(":", 1)[0]
+            secrets.update(f"{pipeline.name}/{namespace}/{name}" for name in image.pull_secrets)
     return plans
 
 
@@ -114,8 +121,8 @@ def dispatch() -> int:
     enqueued = 0
     for repo in cache.due(plans, now):
         if cache.try_dispatch(repo, now, DISPATCH_LEASE):
-            filters, users = plans[repo]
-            repository.delay(repo, sorted(filters), sorted(users))
+            filters, users, secrets = plans[repo]
+            repository.delay(repo, sorted(filters), sorted(users), sorted(secrets))
             enqueued += 1
     return enqueued
 
@@ -135,8 +142,30 @@ def _needs_image(filters: Iterable[str]) -> Any:
     return needs
 
 
+def _pull_secrets(settings: Settings, refs: list[str]) -> list[dict[str, Any]]:
+    """The docker configs of `pipeline/namespace/name` secrets, read with each pipeline's
+    cluster identity; unreadable ones are skipped."""
+    found: list[dict[str, Any]] = []
+    for ref in refs:
+        pipeline_name, namespace, name = ref.split("/", 2)
+        try:
+            cluster = settings.pipeline(pipeline_name).cluster
+            dynamic, _ = cluster_client(cluster.kubeconfig, cluster.context, cluster.impersonate)
+        except GitopsError as exc:
+            log.warning("cannot read image pull secret %s: %s", ref, exc)
+            continue
+        config = docker_config(dynamic, namespace, name)
+        if config is not None:
+            found.append(config)
+    return found
+
+
 def _client(
-    registry_name: str, api_host: str, settings: Settings, limiter: RateLimiter
+    registry_name: str,
+    api_host: str,
+    settings: Settings,
+    limiter: RateLimiter,
+    pull_secrets: list[dict[str, Any]],
 ) -> RegistryClient:
     """A client for one registry; config keys (credentials, insecure) use the name users write."""
     registry = settings.registry
@@ -144,7 +173,7 @@ def _client(
         host: (cred.username, cred.password.get_secret_value())
         for host, cred in registry.credentials.items()
     }
-    credentials = credentials_for(registry_name, configured, registry.docker_config)
+    credentials = credentials_for(registry_name, configured, registry.docker_config, pull_secrets)
 
     def wait_for_rate_limit(netloc: str) -> None:
         limiter.acquire(netloc, RATE_WAIT)
@@ -159,7 +188,12 @@ def _client(
 
 
 @app.task(name="scan.repository")
-def repository(repo: str, filters: list[str], pipelines: list[str] | None = None) -> dict[str, Any]:
+def repository(
+    repo: str,
+    filters: list[str],
+    pipelines: list[str] | None = None,
+    pull_secrets: list[str] | None = None,
+) -> dict[str, Any]:
     """Scan one repository; errors are recorded on it and the cache keeps its last good data.
 
     New tags start automation for `pipelines` (those whose workloads run the repository).
@@ -172,7 +206,8 @@ def repository(repo: str, filters: list[str], pipelines: list[str] | None = None
     ref = parse_image(repo)
     limiter = _limiter()
     try:
-        with _client(ref.registry, ref.api_host, settings, limiter) as client:
+        secrets = _pull_secrets(settings, pull_secrets or [])
+        with _client(ref.registry, ref.api_host, settings, limiter, secrets) as client:
             result = scan_repository(
                 client, cache, repo, ref.repository, _needs_image(filters), time.time()
             )

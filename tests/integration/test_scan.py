@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -25,9 +26,10 @@ from gitops_pipeline.registry.cache import TagCache
 from gitops_pipeline.registry.client import RateLimited, RegistryClient
 from gitops_pipeline.registry.scan import scan_repository
 from gitops_pipeline.store import Keys
-from gitops_pipeline.tasks.scan import repository_filters
+from gitops_pipeline.tasks import scan
+from gitops_pipeline.tasks.scan import repository_filters, repository_plans
 from gitops_pipeline.testbed.kube import KubeServer
-from gitops_pipeline.testbed.registry import RegistryServer, push_image
+from gitops_pipeline.testbed.registry import RegistryServer, push_image, start_registry
 from gitops_pipeline.testbed.registry_front import RegistryFront
 
 REPO = Path(__file__).parents[2]
@@ -303,3 +305,78 @@ def test_live_workloads_are_scanned_too(
         "quay.io/team/in-git": {"semver:~1"},
         "ghcr.io/org/sidecar": {"glob:*"},
     }
+
+
+def test_image_pull_secrets_authenticate_the_scan(
+    redis_url: str,
+    key_prefix: str,
+    kube: KubeServer,
+    kube_api_client: k8s.ApiClient,
+    kube_namespace: str,
+    tmp_path: Path,
+) -> None:
+    private = start_registry(tmp_path / "private", htpasswd_users={"puller": "pull-pw"})
+    try:
+        push_image(private.url, "team/private", "v1", _when(1), auth=("puller", "pull-pw"))
+        token = base64.b64encode(b"puller:pull-pw").decode()
+        k8s.CoreV1Api(kube_api_client).create_namespaced_secret(
+            kube_namespace,
+            {
+                "metadata": {"name": "regcred"},
+                "type": "kubernetes.io/dockerconfigjson",
+                "data": {
+                    ".dockerconfigjson": base64.b64encode(
+                        json.dumps({"auths": {private.host: {"auth": token}}}).encode()
+                    ).decode()
+                },
+            },
+        )
+        name = "private"
+        config = {
+            "redis_url": redis_url,
+            "key_prefix": key_prefix,
+            "registry": {"insecure_hosts": [private.host]},
+            "pipelines": [
+                {
+                    "name": name,
+                    "git": {"url": "file:///unused.git"},
+                    "cluster": {
+                        "kubeconfig": str(kube.kubeconfig),
+                        "default_namespace": kube_namespace,
+                    },
+                }
+            ],
+        }
+        settings = parse_settings(yaml.safe_dump(config), "test", {})
+        workload = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "private-app"},
+            "spec": {
+                "template": {
+                    "spec": {
+                        "imagePullSecrets": [{"name": "regcred"}],
+                        "containers": [{"name": "app", "image": f"{private.host}/team/private:v1"}],
+                    }
+                }
+            },
+        }
+        client = redis.Redis.from_url(redis_url, decode_responses=True)
+        keys = Keys(key_prefix)
+        client.set(
+            keys.artifact("private"),
+            json.dumps({"revision": "x", "objects": [{"source": "d.yaml", "object": workload}]}),
+        )
+        client.hset(keys.sync(name), "artifact", keys.artifact("private"))
+        runtime.init(settings)
+        repo = f"{private.host}/team/private"
+        filters, users, secrets = repository_plans(settings)[repo]
+        assert secrets == {f"{name}/{kube_namespace}/regcred"}
+        # The task body is called directly: this checks where credentials come from, not queueing.
+        refused = scan.repository(repo, sorted(filters), sorted(users), [])
+        assert "authentication required" in refused["error"]
+        scanned = scan.repository(repo, sorted(filters), sorted(users), sorted(secrets))
+        assert scanned.get("error") is None, scanned
+        assert scanned["tags"] == 1
+    finally:
+        private.stop()

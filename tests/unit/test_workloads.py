@@ -7,12 +7,14 @@ from typing import Any
 from gitops_pipeline.manifests.workloads import ContainerImage, container_images, image_selected
 
 
-def _pod(*images: str, init: str | None = None) -> dict[str, Any]:
+def _pod(*images: str, init: str | None = None, secrets: list[str] | None = None) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "containers": [{"name": f"c{i}", "image": im} for i, im in enumerate(images)]
     }
     if init:
         spec["initContainers"] = [{"name": "init", "image": init}]
+    if secrets:
+        spec["imagePullSecrets"] = [{"name": name} for name in secrets]
     return {"template": {"spec": spec}}
 
 
@@ -34,7 +36,7 @@ def test_images_of_every_workload_kind() -> None:
             "spec": {"jobTemplate": {"spec": _pod("restic/restic:0.16")}},
         },
         {"kind": "DaemonSet", "metadata": {"name": "agent"}, "spec": _pod("agent:1")},
-        {"kind": "Job", "metadata": {"name": "once"}, "spec": _pod("migrate:2")},
+        {"kind": "Job", "metadata": {"name": "once"}, "spec": _pod("migrate:2", secrets=["reg"])},
         {"kind": "ConfigMap", "metadata": {"name": "not-a-workload"}},
         {"kind": "Deployment", "metadata": {"name": "broken"}, "spec": {"template": None}},
     ]
@@ -44,7 +46,7 @@ def test_images_of_every_workload_kind() -> None:
         ContainerImage("data:StatefulSet/db", "c0", "postgres:16", False),
         ContainerImage("default:CronJob/backup", "c0", "restic/restic:0.16", False),
         ContainerImage("default:DaemonSet/agent", "c0", "agent:1", False),
-        ContainerImage("default:Job/once", "c0", "migrate:2", False),
+        ContainerImage("default:Job/once", "c0", "migrate:2", False, ("reg",)),
     ]
 
 
