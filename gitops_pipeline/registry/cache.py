@@ -124,6 +124,11 @@ return 0
 """
 
 
+DIGEST_REFRESH_INITIAL = 3600.0
+DIGEST_REFRESH_MIN = 600.0
+DIGEST_REFRESH_MAX = 24 * 3600.0
+
+
 @dataclass(frozen=True)
 class RefreshPolicy:
     """How often a repository is scanned; the interval adapts to how often its tags change.
@@ -291,6 +296,32 @@ class TagCache:
         recorded = self.meta(repo)
         assert recorded is not None  # the script just wrote it
         return recorded
+
+    def digests_due(self, repo: str, now: float) -> bool:
+        """Whether the cached digests of the repository's tags should be checked again.
+
+        Tags can be moved to other images (`latest`, `1.2`): their digests are re-read on their
+        own, slower schedule (`DIGEST_REFRESH_*`), which adapts like the tag list's.
+        """
+        due = cast(bytes | None, self.client.hget(self._meta_key(repo), "digests_due"))
+        return due is not None and float(due) <= now
+
+    def meta_has_digest_schedule(self, repo: str) -> bool:
+        return bool(self.client.hexists(self._meta_key(repo), "digests_due"))
+
+    def record_digest_check(self, repo: str, *, changed: bool | None, now: float) -> None:
+        """Schedule the next digest check: unchanged doubles the interval, changed halves it;
+        `changed=None` (no check made yet) starts the schedule."""
+        key = self._meta_key(repo)
+        raw = cast(bytes | None, self.client.hget(key, "digests_interval"))
+        interval = float(raw) if raw else DIGEST_REFRESH_INITIAL
+        if changed is True:
+            interval = max(DIGEST_REFRESH_MIN, interval / 2)
+        elif changed is False:
+            interval = min(DIGEST_REFRESH_MAX, interval * 2)
+        self.client.hset(
+            key, mapping={"digests_interval": repr(interval), "digests_due": repr(now + interval)}
+        )
 
     def due(self, repos: Iterable[str], now: float) -> list[str]:
         """The repositories (in the given order) never scanned or whose next scan is due."""

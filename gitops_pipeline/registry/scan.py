@@ -25,6 +25,7 @@ class ScanResult:
     resolved: int = 0
     configs: int = 0
     changed: bool = False
+    digests_moved: bool = False
 
 
 def scan_repository(
@@ -52,9 +53,17 @@ def scan_repository(
     result.new_tags = [tag for tag in tags if tag not in old] if old else []
     # What is known about the digests already cached, in one round trip.
     known = set(cache.images(digest for digest in merged.values() if digest))
+    check_digests = cache.digests_due(repo, now)
+    digests_moved = False
     try:
         for tag in needs_image(tags):
             digest = merged.get(tag)
+            if digest is not None and check_digests:
+                current = client.digest(repository, tag)  # one HEAD: has the tag moved?
+                result.resolved += 1
+                if current != digest:
+                    merged[tag] = digest = current
+                    digests_moved = True
             if digest is None:
                 resolved = client.resolve(repository, tag)
                 merged[tag] = digest = resolved.digest
@@ -78,4 +87,7 @@ def scan_repository(
         raise
     result.changed = cache.put_tags(repo, merged)
     cache.record_scan(repo, changed=result.changed, now=now)
+    if check_digests or not cache.meta_has_digest_schedule(repo):
+        cache.record_digest_check(repo, changed=digests_moved if check_digests else None, now=now)
+    result.digests_moved = digests_moved
     return result

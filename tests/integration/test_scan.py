@@ -380,3 +380,33 @@ def test_image_pull_secrets_authenticate_the_scan(
         assert scanned["tags"] == 1
     finally:
         private.stop()
+
+
+def test_moved_tags_are_seen_when_digests_are_due(
+    registry: RegistryServer, tag_cache: TagCache, key_prefix: str
+) -> None:
+    repository = f"scan/{key_prefix.strip(':')}-moving"
+    first = push_image(registry.url, repository, "latest", _when(1))
+    name = f"{registry.host}/{repository}"
+    start = time.time()
+    with RegistryClient(registry.host, insecure=True) as client:
+        scan_repository(client, tag_cache, name, repository, lambda tags: tags, start)
+    assert tag_cache.get_tags(name) == {"latest": first}
+    second = push_image(registry.url, repository, "latest", _when(2))
+    assert second != first
+
+    with RegistryClient(registry.host, insecure=True) as client:
+        scan_repository(client, tag_cache, name, repository, lambda tags: tags, start + 60)
+        assert client.requests == 1  # digests are not due: the tag list only
+    assert tag_cache.get_tags(name) == {"latest": first}
+
+    due = start + 3600 + 1
+    with RegistryClient(registry.host, insecure=True) as client:
+        result = scan_repository(client, tag_cache, name, repository, lambda tags: tags, due)
+        assert client.requests == 4  # list, HEAD of latest, its new manifest and config
+    assert result.digests_moved
+    assert tag_cache.get_tags(name) == {"latest": second}
+    image = tag_cache.get_image(second)
+    assert image is not None and image.created == _when(2)
+    meta = tag_cache.client.hgetall(f"{key_prefix}reg:meta:{name}")
+    assert float(meta[b"digests_interval"]) == 1800.0  # a moved tag halves the interval
