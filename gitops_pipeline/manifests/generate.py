@@ -15,6 +15,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from gitops_pipeline.errors import ManifestError
@@ -79,23 +80,21 @@ def _exit_status(returncode: int) -> str:
     return f"exited with status {returncode}"
 
 
-def run_generator(
-    generator: Generator, workdir: Path, config_source: str, *, output_cap: int = OUTPUT_CAP
-) -> str:
-    """The standard output of `generator`, run by `/bin/sh -c` in `workdir`.
-
-    The environment is PATH, a throw-away HOME and LANG only. On timeout or too much output the
-    whole process group is killed; a command that daemonizes into a new session escapes that,
-    which is the one thing a process group cannot prevent. Any other exception while waiting
-    (a task's soft time limit, say) kills the group too. Errors name the command and
-    `config_source`; a non-zero exit includes the last lines of its error output.
-    """
-    what = f"generator {generator.command!r} from {config_source}"
-    with tempfile.TemporaryDirectory(prefix="gp-generator-home-") as home:
+def run_command(
+    generator: Generator,
+    workdir: Path,
+    what: str,
+    *,
+    output_cap: int = OUTPUT_CAP,
+    variables: Mapping[str, str] | None = None,
+) -> bytes:
+    """Run `generator.command` as `run_generator` describes, with `variables` added to the
+    minimal environment; return its standard output. Errors start with `what`."""
+    with tempfile.TemporaryDirectory(prefix="gp-command-home-") as home:
         process = subprocess.Popen(
             ["/bin/sh", "-c", generator.command],
             cwd=workdir,
-            env={"PATH": GENERATOR_PATH, "HOME": home, "LANG": "C.UTF-8"},
+            env={"PATH": GENERATOR_PATH, "HOME": home, "LANG": "C.UTF-8", **(variables or {})},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -110,6 +109,22 @@ def run_generator(
             process.stderr.close()
     if process.returncode != 0:
         raise ManifestError(f"{what} {_exit_status(process.returncode)}:\n{_stderr_tail(stderr)}")
+    return stdout
+
+
+def run_generator(
+    generator: Generator, workdir: Path, config_source: str, *, output_cap: int = OUTPUT_CAP
+) -> str:
+    """The standard output of `generator`, run by `/bin/sh -c` in `workdir`.
+
+    The environment is PATH, a throw-away HOME and LANG only. On timeout or too much output the
+    whole process group is killed; a command that daemonizes into a new session escapes that,
+    which is the one thing a process group cannot prevent. Any other exception while waiting
+    (a task's soft time limit, say) kills the group too. Errors name the command and
+    `config_source`; a non-zero exit includes the last lines of its error output.
+    """
+    what = f"generator {generator.command!r} from {config_source}"
+    stdout = run_command(generator, workdir, what, output_cap=output_cap)
     try:
         return stdout.decode()
     except UnicodeDecodeError:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,13 +21,7 @@ from gitops_pipeline.manifests.fluxyaml import (
     FluxConfig,
     Generator,
 )
-from gitops_pipeline.manifests.generate import (
-    GENERATOR_PATH,
-    _collect,
-    _exit_status,
-    _kill_group,
-    _stderr_tail,
-)
+from gitops_pipeline.manifests.generate import run_command
 
 if TYPE_CHECKING:
     from gitops_pipeline.manifests.edit import WorkloadRef
@@ -80,26 +72,11 @@ def _changed(before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:
 def _run(
     command: str, workdir: Path, variables: Mapping[str, str], what: str, timeout: float
 ) -> None:
-    """`generate.run_generator` with `variables` in the environment (and output discarded)."""
-    with tempfile.TemporaryDirectory(prefix="gp-updater-home-") as home:
-        process = subprocess.Popen(
-            ["/bin/sh", "-c", command],
-            cwd=workdir,
-            env={"PATH": GENERATOR_PATH, "HOME": home, "LANG": "C.UTF-8", **variables},
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
-        try:
-            _, stderr = _collect(process, Generator(command, timeout), what, UPDATER_OUTPUT_CAP)
-        finally:
-            _kill_group(process)
-            assert process.stdout is not None and process.stderr is not None
-            process.stdout.close()
-            process.stderr.close()
-    if process.returncode != 0:
-        raise ManifestError(f"{what} {_exit_status(process.returncode)}:\n{_stderr_tail(stderr)}")
+    """`generate.run_command` with `variables` in the environment (and output discarded)."""
+    run_command(
+        Generator(command, timeout), workdir, what,
+        output_cap=UPDATER_OUTPUT_CAP, variables=variables,
+    )  # fmt: skip
 
 
 def _run_updaters(
