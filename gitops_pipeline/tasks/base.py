@@ -13,6 +13,12 @@ from gitops_pipeline.errors import TransientError
 log = logging.getLogger(__name__)
 
 
+def pipeline_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+    """The pipeline a task ran for: its `pipeline` keyword or its last positional argument."""
+    pipeline = kwargs.get("pipeline") or (args[-1] if args else None)
+    return pipeline if isinstance(pipeline, str) else None
+
+
 class PipelineTask(Task):  # type: ignore[misc]
     """A task whose last positional argument is the pipeline name.
 
@@ -34,8 +40,8 @@ class PipelineTask(Task):  # type: ignore[misc]
         kwargs: dict[str, Any],
         einfo: Any,
     ) -> None:
-        pipeline = kwargs.get("pipeline") or (args[-1] if args else None)
-        if not isinstance(pipeline, str):
+        pipeline = pipeline_of(args, kwargs)
+        if pipeline is None:
             return
         stage = self.name.rsplit(".", 1)[-1]
         message = f"{stage} failed: {exc}"

@@ -30,7 +30,7 @@ from gitops_pipeline.git.verify import Keyring, verify_range, verify_tag
 from gitops_pipeline.locks import FencedLock
 from gitops_pipeline.manifests.generate import render_paths
 from gitops_pipeline.manifests.load import YAML_SUFFIXES, Manifest, load_blobs
-from gitops_pipeline.tasks.base import PipelineTask
+from gitops_pipeline.tasks.base import PipelineTask, pipeline_of
 from gitops_pipeline.tasks.clients import cluster_client
 
 ARTIFACT_TTL = 24 * 3600
@@ -68,8 +68,8 @@ class SyncTask(PipelineTask):
         einfo: Any,
     ) -> None:
         super().on_failure(exc, task_id, args, kwargs, einfo)
-        pipeline = kwargs.get("pipeline") or (args[-1] if args else None)
-        if isinstance(pipeline, str):
+        pipeline = pipeline_of(args, kwargs)
+        if pipeline is not None:
             _finish_run(pipeline)
 
 
