@@ -7,12 +7,11 @@ is not cached yet come last).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from gitops_pipeline.manifests.workloads import container_images
+from gitops_pipeline.manifests.workloads import container_images, workload_annotations
 from gitops_pipeline.policy.annotations import read_policy
 from gitops_pipeline.policy.filters import TagFilter, newest_by_version
 from gitops_pipeline.registry.cache import TagCache
@@ -34,15 +33,6 @@ class ContainerImages:
     image: str
     filter: str
     tags: list[TagInfo]
-
-
-def _annotations(objects: Iterable[dict[str, Any]], default_namespace: str) -> dict[str, Any]:
-    found: dict[str, Any] = {}
-    for obj in objects:
-        meta = obj.get("metadata") or {}
-        ref = f"{meta.get('namespace') or default_namespace}:{obj.get('kind')}/{meta.get('name')}"
-        found[ref] = meta.get("annotations") or {}
-    return found
 
 
 def _tags(
@@ -79,7 +69,7 @@ def list_images(
     limit: int | None = None,
 ) -> list[ContainerImages]:
     """Every container of the workloads in `objects` (or of one `workload`) with its tags."""
-    annotations = _annotations(objects, default_namespace)
+    annotations = workload_annotations(objects, default_namespace)
     listings: list[ContainerImages] = []
     for item in container_images(objects, default_namespace):
         if workload is not None and item.workload != workload:

@@ -53,6 +53,18 @@ def container_images(
     return found
 
 
+def workload_annotations(
+    objects: Iterable[dict[str, Any]], default_namespace: str
+) -> dict[str, dict[str, str]]:
+    """Annotations of every object, keyed by its `namespace:Kind/name` workload ref."""
+    found: dict[str, dict[str, str]] = {}
+    for obj in objects:
+        meta = obj.get("metadata") or {}
+        ref = f"{meta.get('namespace') or default_namespace}:{obj.get('kind')}/{meta.get('name')}"
+        found[ref] = meta.get("annotations") or {}
+    return found
+
+
 def image_selected(image: str, include: Sequence[str], exclude: Sequence[str]) -> bool:
     """The pipeline's `include_images` / `exclude_images` globs (empty include: everything)."""
     if include and not any(fnmatch.fnmatchcase(image, pattern) for pattern in include):

@@ -20,7 +20,7 @@ from gitops_pipeline.git.mirror import auth_env
 from gitops_pipeline.git.verify import Keyring, verify_range
 from gitops_pipeline.locks import FencedLock
 from gitops_pipeline.manifests.edit import update_image
-from gitops_pipeline.manifests.workloads import container_images
+from gitops_pipeline.manifests.workloads import container_images, workload_annotations
 from gitops_pipeline.policy.annotations import read_policy
 from gitops_pipeline.policy.update import choose_tag
 from gitops_pipeline.registry.reference import InvalidReference, parse_image
@@ -40,12 +40,7 @@ def plan_updates(spec: Pipeline) -> list[dict[str, str]]:
     """The image changes automation would make now, one per container."""
     objects = rendered_objects(spec)
     namespace = spec.cluster.default_namespace
-    annotations = {
-        f"{(o.get('metadata') or {}).get('namespace') or namespace}:{o.get('kind')}/"
-        f"{(o.get('metadata') or {}).get('name')}": (o.get("metadata") or {}).get("annotations")
-        or {}
-        for o in objects
-    }
+    annotations = workload_annotations(objects, namespace)
     cache = tag_cache()
     changes: list[dict[str, str]] = []
     for item in container_images(objects, namespace):

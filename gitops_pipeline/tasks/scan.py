@@ -18,7 +18,11 @@ from gitops_pipeline.cluster.secrets import docker_config
 from gitops_pipeline.cluster.workloads import live_workloads
 from gitops_pipeline.config import Pipeline, Settings
 from gitops_pipeline.errors import GitopsError
-from gitops_pipeline.manifests.workloads import container_images, image_selected
+from gitops_pipeline.manifests.workloads import (
+    container_images,
+    image_selected,
+    workload_annotations,
+)
 from gitops_pipeline.policy.annotations import read_policy
 from gitops_pipeline.policy.filters import newest_by_version, parse_filter
 from gitops_pipeline.registry.client import RateLimited, RegistryClient
@@ -83,13 +87,7 @@ def repository_plans(settings: Settings) -> dict[str, Plan]:
             continue
         objects = rendered_objects(pipeline)
         objects += _live_objects(pipeline, objects)
-        annotations = {
-            f"{(o.get('metadata') or {}).get('namespace') or pipeline.cluster.default_namespace}:"
-            f"{o.get('kind')}/{(o.get('metadata') or {}).get('name')}": (
-                (o.get("metadata") or {}).get("annotations") or {}
-            )
-            for o in objects
-        }
+        annotations = workload_annotations(objects, pipeline.cluster.default_namespace)
         for image in container_images(objects, pipeline.cluster.default_namespace):
             include, exclude = pipeline.registry.include_images, pipeline.registry.exclude_images
             if not image_selected(image.image, include, exclude):
