@@ -9,11 +9,19 @@ cache="${GITOPS_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/gitops-pipeline}"
 # Bump when the recipe changes, so machines holding an older build rebuild.
 recipe=2
 mkdir -p "$cache"
-existing=$(ls -1 "$cache"/kube-apiserver-*-r"$recipe" 2>/dev/null | head -n1 || true)
-if [ -n "$existing" ] && [ -x "$existing" ]; then
-  echo "$existing"
-  exit 0
-fi
+find_existing() {
+  existing=$(ls -1 "$cache"/kube-apiserver-*-r"$recipe" 2>/dev/null | head -n1 || true)
+  if [ -n "$existing" ] && [ -x "$existing" ]; then
+    echo "$existing"
+    exit 0
+  fi
+}
+find_existing
+# One build at a time (parallel test runs and `make install` may all ask at once): the others
+# wait here, then find the binary.
+exec 9>"$cache/.build.lock"
+flock 9
+find_existing
 
 src_list=/etc/apt/sources.list.d/gitops-pipeline-src.sources
 if [ ! -f "$src_list" ]; then
