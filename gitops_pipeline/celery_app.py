@@ -1,17 +1,20 @@
-"""The Celery application: queues, routing, reliability settings, logging hooks."""
+"""The Celery application: queues, routing, reliability settings, logging and presence hooks."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from celery import Celery, signals
+import redis
+from celery import Celery, bootsteps, signals
 from kombu.entity import Exchange, Queue
 
-from gitops_pipeline import runtime
+from gitops_pipeline import presence, runtime
 from gitops_pipeline.config import Settings
 from gitops_pipeline.logsetup import configure_logging, current_pipeline, current_task_id
 
 QUEUES = ("sync", "scan", "automation", "default")
+_log = logging.getLogger(__name__)
 
 app = Celery(
     "gitops_pipeline",
@@ -19,6 +22,7 @@ app = Celery(
         "gitops_pipeline.tasks.sync",
         "gitops_pipeline.tasks.scan",
         "gitops_pipeline.tasks.automation",
+        "gitops_pipeline.tasks.operations",
     ],
 )
 
@@ -109,3 +113,42 @@ def _bind_log_context(
 def _unbind_log_context(**_: Any) -> None:
     current_task_id.set("-")
     current_pipeline.set("-")
+
+
+class _Presence(bootsteps.StartStopStep):  # type: ignore[misc]
+    """Keeps `<prefix>worker:<hostname>` fresh while this worker consumes (see `presence`).
+
+    It runs on the consumer's timer, like Celery's own event heartbeats, which `start_worker`
+    in tests turns off; so readiness does not depend on event heartbeats being enabled.
+    """
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self._tref: Any = None
+
+    def start(self, c: Any) -> None:
+        self._announce(c)
+        self._tref = c.timer.call_repeatedly(presence.INTERVAL, self._announce, (c,))
+
+    def stop(self, c: Any) -> None:
+        if self._tref is not None:
+            c.timer.cancel(self._tref)
+            self._tref = None
+        try:
+            presence.withdraw(runtime.redis_client(), runtime.keys().prefix, c.hostname)
+        except redis.RedisError as exc:
+            _log.warning("could not withdraw worker %s: %s", c.hostname, exc)
+
+    shutdown = stop
+
+    def _announce(self, c: Any) -> None:
+        queues = [queue.name for queue in c.task_consumer.queues]
+        try:
+            presence.announce(runtime.redis_client(), runtime.keys().prefix, c.hostname, queues)
+        except redis.RedisError as exc:
+            _log.warning("could not announce worker %s: %s", c.hostname, exc)
+
+
+app.steps["consumer"].add(_Presence)

@@ -100,6 +100,11 @@ class ApiSettings(_Model):
     listen: str = Field("127.0.0.1:8080", description="host:port the web process binds")
     public_url: str | None = Field(None, description="URL printed for users; default from listen")
     tokens: list[ApiToken] = Field(default_factory=list)
+    status_page: Literal["public", "token", "off"] = Field(
+        "public",
+        description="the HTML status page at /: public (no auth; meant for a loopback listen), "
+        "token (a read or admin bearer token, as the REST API) or off (404)",
+    )
 
 
 class FlowerSettings(_Model):
@@ -146,6 +151,12 @@ class WebhookSettings(_Model):
     dockerhub: Secret | None = None
     harbor: Secret | None = None
     quay: Secret | None = None
+    max_body_bytes: int = Field(
+        1024 * 1024, ge=1, description="larger deliveries are refused (413) before they are read"
+    )
+    replay_ttl: Duration = Field(
+        24 * 3600.0, description="how long delivery ids are remembered, so a replay does nothing"
+    )
 
 
 class TaskLimits(_Model):

@@ -40,13 +40,28 @@ def recent(client: redis.Redis, keys: Keys, pipeline: str, count: int = 50) -> l
     entries = cast(
         list[tuple[str, dict[str, str]]], client.xrevrange(keys.events(pipeline), count=count)
     )
-    return [
-        Event(
-            id=entry_id,
-            time=float(fields["time"]),
-            kind=fields["kind"],
-            message=fields["message"],
-            data=json.loads(fields.get("data", "{}")),
-        )
-        for entry_id, fields in reversed(entries)
-    ]
+    return [_event(entry_id, fields) for entry_id, fields in reversed(entries)]
+
+
+def after(
+    client: redis.Redis, keys: Keys, pipeline: str, event_id: str, count: int = 50
+) -> list[Event]:
+    """Up to `count` events newer than `event_id`, oldest first: a cursor for following the log.
+
+    `0-0` reads from the start of the stream.
+    """
+    entries = cast(
+        list[tuple[str, dict[str, str]]],
+        client.xrange(keys.events(pipeline), min=f"({event_id}", count=count),
+    )
+    return [_event(entry_id, fields) for entry_id, fields in entries]
+
+
+def _event(entry_id: str, fields: dict[str, str]) -> Event:
+    return Event(
+        id=entry_id,
+        time=float(fields["time"]),
+        kind=fields["kind"],
+        message=fields["message"],
+        data=json.loads(fields.get("data", "{}")),
+    )

@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(redis-server etcd-server docker-registry git gnupg rsync golang-go openssl make
-          golang-github-modern-go-reflect2-dev)
+          golang-github-modern-go-reflect2-dev chromium chromium-driver)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,45 +1,20 @@
-"""gitopsctl verbs. Exit codes: 0 ok, 1 operation failed, 2 usage."""
+"""gitopsctl: the command group, its global options and the command modules it gathers.
+
+Exit codes: 0 ok, 1 operation failed, 2 usage. A command module defines its commands as
+plain `click.command`s using `cli.client`, and lists them in `COMMANDS`; this module adds
+them to the group.
+"""
 
 from __future__ import annotations
 
-import json
-import sys
-from typing import Any, NoReturn
-
 import click
-import httpx
-from rich.console import Console
-from rich.table import Table
+from click.shell_completion import get_completion_class
 
-TIMEOUT = 10.0
-console = Console()
+from gitops_pipeline.cli import install, pipelines, workloads
+from gitops_pipeline.cli.client import Api
 
-
-class Api:
-    def __init__(self, url: str, token: str | None) -> None:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._client = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=TIMEOUT)
-        self._url = url
-
-    def call(self, method: str, path: str) -> Any:
-        try:
-            response = self._client.request(method, path)
-        except httpx.HTTPError as exc:
-            fail(f"cannot reach the API at {self._url}: {exc}")
-        if response.status_code == 401:
-            fail("the API refused the token (set --token or GITOPS_TOKEN)")
-        if response.status_code >= 400:
-            try:
-                detail = response.json().get("detail", response.text)
-            except ValueError:
-                detail = response.text
-            fail(f"{detail}")
-        return response.json()
-
-
-def fail(message: str) -> NoReturn:
-    click.echo(f"Error: {message}", err=True)
-    sys.exit(1)
+PROG_NAME = "gitopsctl"
+COMPLETE_VAR = "_GITOPSCTL_COMPLETE"
 
 
 @click.group()
@@ -57,58 +32,19 @@ def cli(ctx: click.Context, url: str, token: str | None) -> None:
     ctx.obj = Api(url, token)
 
 
-pipeline_option = click.option(
-    "--pipeline",
-    "-p",
-    envvar="GITOPS_PIPELINE",
-    required=True,
-    help="pipeline name (env GITOPS_PIPELINE)",
-)
-
-
 @cli.command()
-@click.option("-o", "--output", type=click.Choice(["tab", "json"]), default="tab")
-@click.pass_obj
-def pipelines(api: Api, output: str) -> None:
-    """List pipelines with their last sync."""
-    rows = api.call("GET", "/api/v1/pipelines")
-    if output == "json":
-        click.echo(json.dumps(rows, indent=2))
-        return
-    table = Table("PIPELINE", "STATUS", "REVISION", "APPLIED", "FAILED", box=None)
-    for row in rows:
-        table.add_row(
-            row["name"],
-            row.get("status", "never synced"),
-            row.get("revision", "")[:7],
-            row.get("applied", ""),
-            row.get("failed", ""),
-        )
-    console.print(table)
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the shell completion script, e.g. `source <(gitopsctl completion bash)`."""
+    complete = get_completion_class(shell)
+    assert complete is not None  # click ships all three
+    click.echo(complete(cli, {}, PROG_NAME, COMPLETE_VAR).source())
 
 
-@cli.command()
-@pipeline_option
-@click.pass_obj
-def status(api: Api, pipeline: str) -> None:
-    """Show a pipeline's last sync and recent events."""
-    data = api.call("GET", f"/api/v1/pipelines/{pipeline}")
-    click.echo(f"pipeline: {pipeline}")
-    for field in ("status", "revision", "applied", "unchanged", "failed", "error", "verify_error"):
-        if data.get(field):
-            click.echo(f"{field}: {data[field]}")
-    for event in data.get("events", []):
-        click.echo(f"  {event['kind']:<10} {event['message']}")
-
-
-@cli.command()
-@pipeline_option
-@click.pass_obj
-def sync(api: Api, pipeline: str) -> None:
-    """Ask the pipeline to sync now."""
-    job = api.call("POST", f"/api/v1/pipelines/{pipeline}/sync")
-    click.echo(f"Sync queued: job {job['job']}")
+for module in (pipelines, workloads, install):
+    for command in module.COMMANDS:
+        cli.add_command(command)
 
 
 def main() -> None:
-    cli(prog_name="gitopsctl")
+    cli(prog_name=PROG_NAME)

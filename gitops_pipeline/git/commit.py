@@ -81,7 +81,7 @@ class WorkingCopy:
     def commit_and_push(
         self,
         change: Change,
-        message: str,
+        message: str | Callable[[], str],
         *,
         author: tuple[str, str],
         signing_key: str | None,
@@ -95,6 +95,7 @@ class WorkingCopy:
         `verify_base` is called with every head a commit is about to be made on, and raises to
         refuse it (a revision that fails verification is never the base of a commit). When
         `change` reports no paths, or they hold no difference, nothing is committed or pushed.
+        `message` may be a function, called after `change` (whose result it may describe).
         The commit is signed with `signing_key` from the GnuPG home `gnupg_home` when a key
         is given; `ci_skip` appends "[ci skip]" to the message.
 
@@ -104,7 +105,6 @@ class WorkingCopy:
         """
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, not {max_attempts}")
-        text = f"{message}\n\n[ci skip]" if ci_skip else message
         rejection = ""
         with self._locked():
             for attempt in range(1, max_attempts + 1):
@@ -116,6 +116,9 @@ class WorkingCopy:
                 changed = self._stage(change(self.path))
                 if not changed:
                     return CommitResult(None, attempt, [])
+                text = message() if callable(message) else message
+                if ci_skip:
+                    text += "\n\n[ci skip]"
                 sha = self._commit(text, author, signing_key, gnupg_home)
                 refused = self._push()
                 if refused is None:

@@ -107,6 +107,14 @@ class Mirror:
             return RemoteRefused(f"git fetch from {remote} refused: {last}")
         return GitError(f"git fetch from {remote} failed: {last}")
 
+    def contains(self, ancestor: str, revision: str) -> bool:
+        """Whether `revision` includes commit `ancestor` (False when either is not here)."""
+        repo = self._repo()
+        try:
+            return bool(repo.is_ancestor(repo.commit(ancestor), repo.commit(revision)))
+        except (git.GitCommandError, git.BadName, git.BadObject, ValueError):
+            return False
+
     def read_files(
         self, revision: str, paths: list[str], suffixes: tuple[str, ...]
     ) -> dict[str, bytes] | None:

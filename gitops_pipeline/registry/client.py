@@ -153,7 +153,9 @@ class RegistryClient:
     asks: as Basic auth to the registry, or to its token server. ``before_request(host)`` runs
     before every HTTP request, with the host the request goes to (the registry, its token
     server, or a redirect target), so callers can plug in a shared rate limiter;
-    ``requests`` counts them. One client is meant for one thread at a time.
+    ``after_request(host, status)`` runs after each, with the HTTP status code as text or
+    ``"error"`` when no complete answer came, so callers can count them; ``requests`` counts
+    them too. One client is meant for one thread at a time.
     """
 
     def __init__(
@@ -165,6 +167,7 @@ class RegistryClient:
         timeout: float = 10.0,
         platform: str = "linux/amd64",
         before_request: Callable[[str], None] | None = None,
+        after_request: Callable[[str, str], None] | None = None,
     ) -> None:
         if not host or any(c in host for c in "/@?# ") or host.startswith(":"):
             raise ValueError(f"registry host must be host[:port], got {host!r}")
@@ -176,6 +179,7 @@ class RegistryClient:
         self._credentials = credentials
         self._timeout = timeout
         self._before_request = before_request
+        self._after_request = after_request
         self._base = httpx.URL(f"{'http' if insecure else 'https'}://{host}")
         self._http = httpx.Client(
             timeout=httpx.Timeout(timeout),
@@ -462,9 +466,11 @@ class RegistryClient:
         if self._before_request is not None:
             self._before_request(netloc)
         self.requests += 1
+        status = "error"
         try:
             with self._http.stream(method, url, headers=headers) as response:
                 body = b"" if method == "HEAD" else _read_capped(response, what)
+                status = str(response.status_code)
                 return _Reply(response.status_code, response.headers, response.url, body)
         except httpx.TimeoutException:
             raise RegistryError(
@@ -474,6 +480,9 @@ class RegistryClient:
             raise RegistryError(
                 f"{what}: cannot reach {netloc}: {exc or type(exc).__name__}"
             ) from None
+        finally:
+            if self._after_request is not None:
+                self._after_request(netloc, status)
 
     def _next_page(
         self, reply: _Reply, what: str, visited: set[str], had_tags: bool

@@ -19,6 +19,10 @@ NeedsImage = Callable[[list[str]], Iterable[str]]
 
 @dataclass
 class ScanResult:
+    """What one scan pass did. Of the tags the policies needed, ``cache_hits`` had their digest
+    and image record (created time, labels) in the cache already (at most a HEAD to see whether
+    the tag moved); ``cache_misses`` needed their manifest or config fetched."""
+
     repo: str
     tags: int = 0
     new_tags: list[str] = field(default_factory=list)
@@ -26,6 +30,8 @@ class ScanResult:
     configs: int = 0
     changed: bool = False
     digests_moved: bool = False
+    cache_hits: int = 0
+    cache_misses: int = 0
 
 
 def scan_repository(
@@ -64,6 +70,10 @@ def scan_repository(
                 if current != digest:
                     merged[tag] = digest = current
                     digests_moved = True
+            if digest is not None and digest in known:
+                result.cache_hits += 1
+                continue
+            result.cache_misses += 1
             if digest is None:
                 resolved = client.resolve(repository, tag)
                 merged[tag] = digest = resolved.digest

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from functools import cache
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import redis
 
 from gitops_pipeline import runtime
+from gitops_pipeline.artifacts import applied_objects
 from gitops_pipeline.cluster.client import api_client, cluster_id, dynamic_client
 from gitops_pipeline.config import Pipeline
 from gitops_pipeline.registry.cache import TagCache
@@ -36,9 +36,4 @@ def tag_cache() -> TagCache:
 
 def rendered_objects(pipeline: Pipeline) -> list[dict[str, Any]]:
     """The objects of the pipeline's last applied revision (empty before its first sync)."""
-    client = runtime.redis_client()
-    artifact = cast(str | None, client.hget(runtime.keys().sync(pipeline.name), "artifact"))
-    raw = cast(str | None, client.get(artifact)) if artifact else None
-    if raw is None:
-        return []
-    return [item["object"] for item in json.loads(raw)["objects"]]
+    return applied_objects(runtime.redis_client(), runtime.keys(), pipeline.name)

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from gitops_pipeline import events, runtime
+from gitops_pipeline import counters, events, runtime
 from gitops_pipeline.celery_app import app
 from gitops_pipeline.cluster.secrets import docker_config
 from gitops_pipeline.cluster.workloads import live_workloads
@@ -27,7 +27,7 @@ from gitops_pipeline.policy.annotations import read_policy
 from gitops_pipeline.policy.filters import newest_by_version, parse_filter
 from gitops_pipeline.registry.client import RateLimited, RegistryClient
 from gitops_pipeline.registry.credentials import credentials_for
-from gitops_pipeline.registry.ratelimit import RateLimiter
+from gitops_pipeline.registry.ratelimit import RateLimiter, RateLimitTimeout
 from gitops_pipeline.registry.reference import InvalidReference, parse_image
 from gitops_pipeline.registry.scan import scan_repository
 from gitops_pipeline.tasks.clients import binary_redis, cluster_client, rendered_objects, tag_cache
@@ -174,7 +174,17 @@ def _client(
     credentials = credentials_for(registry_name, configured, registry.docker_config, pull_secrets)
 
     def wait_for_rate_limit(netloc: str) -> None:
-        limiter.acquire(netloc, RATE_WAIT)
+        started = time.monotonic()
+        try:
+            waited = limiter.acquire(netloc, RATE_WAIT)
+        except RateLimitTimeout:
+            _count_rate_limit_wait(netloc, "timeout", time.monotonic() - started)
+            raise
+        if waited > 0:
+            _count_rate_limit_wait(netloc, "granted", waited)
+
+    def count_request(netloc: str, status: str) -> None:
+        _count("registry_requests", host=netloc, status=status)
 
     return RegistryClient(
         api_host,
@@ -182,7 +192,17 @@ def _client(
         credentials=credentials,
         platform=registry.platform,
         before_request=wait_for_rate_limit,
+        after_request=count_request,
     )
+
+
+def _count(metric: str, amount: float = 1, **labels: str) -> None:
+    counters.incr(runtime.redis_client(), runtime.settings().key_prefix, metric, amount, **labels)
+
+
+def _count_rate_limit_wait(host: str, result: str, seconds: float) -> None:
+    _count("registry_rate_limit_waits", host=host, result=result)
+    _count("registry_rate_limit_wait_seconds", seconds, host=host)
 
 
 @app.task(name="scan.repository")
@@ -218,6 +238,9 @@ def repository(
         return {"repo": repo, "error": str(exc)}
     finally:
         cache.release(repo, owner)
+    for outcome, count in (("hit", result.cache_hits), ("miss", result.cache_misses)):
+        if count:
+            _count("registry_tag_cache_lookups", count, host=ref.api_host, result=outcome)
     if result.new_tags:
         for pipeline in pipelines or []:
             app.send_task("automation.plan", args=[pipeline])

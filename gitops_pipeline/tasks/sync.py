@@ -18,7 +18,7 @@ from typing import Any, cast
 
 from celery import chain
 
-from gitops_pipeline import events, runs, runtime
+from gitops_pipeline import counters, events, identity, jobs, runs, runtime
 from gitops_pipeline.celery_app import app
 from gitops_pipeline.cluster.apply import Applied, Applier, ApplyResult
 from gitops_pipeline.cluster.gc import GcResult, collect
@@ -43,7 +43,7 @@ def _mirror(pipeline: Pipeline) -> Mirror:
         Path(settings.work_dir).expanduser() / "mirrors" / pipeline.name,
         git.url,
         timeout=git.timeout,
-        ssh_key_file=git.ssh_key_file,
+        ssh_key_file=identity.key_file(settings, runtime.redis_client(), pipeline.name),
         token=git.token.get_secret_value() if git.token else None,
     )
 
@@ -54,6 +54,26 @@ def _status(pipeline: str, **fields: str | int) -> None:
 
 def _event(pipeline: str, kind: str, message: str, **data: Any) -> None:
     events.record(runtime.redis_client(), runtime.keys(), pipeline, kind, message, **data)
+
+
+def _count(pipeline: str, metric: str, amount: float = 1, **labels: str) -> None:
+    client, prefix = runtime.redis_client(), runtime.keys().prefix
+    counters.incr(client, prefix, metric, amount, pipeline=pipeline, **labels)
+
+
+def _count_finished(pipeline: str, result: ApplyResult, gc: GcResult) -> None:
+    """Count a sync that got through apply, and its objects (a failed one: `on_failure`)."""
+    _count(pipeline, "syncs", result="with-errors" if result.errors else "success")
+    objects = {
+        "applied": len(result.applied),
+        "unchanged": len(result.unchanged),
+        "ignored": len(result.ignored),
+        "failed": len(result.errors),
+        "deleted": len(gc.deleted),
+    }
+    for outcome, count in objects.items():
+        if count:
+            _count(pipeline, "synced_objects", count, result=outcome)
 
 
 class SyncTask(PipelineTask):
@@ -70,6 +90,7 @@ class SyncTask(PipelineTask):
         super().on_failure(exc, task_id, args, kwargs, einfo)
         pipeline = pipeline_of(args, kwargs)
         if pipeline is not None:
+            _count(pipeline, "syncs", result="failed")
             _finish_run(pipeline)
 
 
@@ -108,8 +129,12 @@ def fetch(pipeline: str) -> str:
     """Fetch the branch into this worker's mirror; return the HEAD SHA."""
     spec = runtime.settings().pipeline(pipeline)
     started = time.monotonic()
-    head = _mirror(spec).fetch(spec.git.branch)
-    _status(pipeline, head=head, fetch_seconds=f"{time.monotonic() - started:.3f}")
+    try:
+        head = _mirror(spec).fetch(spec.git.branch)
+    except Exception:
+        _status(pipeline, git_ready=0)  # every failed attempt, retried or not
+        raise
+    _status(pipeline, head=head, git_ready=1, fetch_seconds=f"{time.monotonic() - started:.3f}")
     _event(
         pipeline,
         "fetched",
@@ -280,6 +305,7 @@ def apply(artifact_key: str, pipeline: str, full: bool = False) -> dict[str, Any
     status = "synced" if not result.errors else "synced-with-errors"
     now = f"{time.time():.3f}"
     started_at = cast(str | None, client.hget(keys.sync(pipeline), "started_at"))
+    previous_revision = cast(str | None, client.hget(keys.sync(pipeline), "revision"))
     _status(
         pipeline,
         status=status,
@@ -297,7 +323,13 @@ def apply(artifact_key: str, pipeline: str, full: bool = False) -> dict[str, Any
         duration_seconds=f"{float(now) - float(started_at or now):.3f}",
         **({"last_success_at": now} if not result.errors else {}),
     )
+    _count_finished(pipeline, result, gc)
     _report(pipeline, revision, result, gc)
+    jobs.mark_applied(client, keys.prefix, pipeline, revision, _mirror(spec).contains)
+    if revision != previous_revision and not spec.git.readonly:
+        # A new revision may have automated a workload (`gitopsctl automate`): plan at once
+        # rather than at the next automation tick.
+        app.send_task("automation.plan", args=[pipeline])
     _finish_run(pipeline)
     return {"revision": revision, "applied": sorted(result.applied), "errors": result.errors}
 

@@ -4,26 +4,22 @@ the image of the Deployment in the API server. Real worker, Redis, registry, git
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import redis
-import yaml
-from celery.contrib.testing.worker import start_worker
+import test_operations as ops
 from kubernetes import client as k8s
 
 from gitops_pipeline import runtime
-from gitops_pipeline.celery_app import app, configure
-from gitops_pipeline.config import Pipeline, Settings, parse_settings
+from gitops_pipeline.config import Pipeline, Settings
 from gitops_pipeline.events import recent
 from gitops_pipeline.registry.cache import TagCache
 from gitops_pipeline.store import Keys
 from gitops_pipeline.tasks import automation, scan, sync
 from gitops_pipeline.testbed.gitremote import GitRemote, run_git
 from gitops_pipeline.testbed.kube import KubeServer
-from gitops_pipeline.testbed.redis_server import RedisServer
 from gitops_pipeline.testbed.registry import RegistryServer, push_image
 
 WAIT = 90.0  # upper bound for a wait, not a speed check
@@ -54,27 +50,7 @@ spec:
 """
 
 
-@pytest.fixture(scope="module")
-def worker(
-    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Settings]:
-    base = parse_settings(
-        yaml.safe_dump(
-            {
-                "redis_url": redis_server.url,
-                "key_prefix": "e2e:",
-                "work_dir": str(tmp_path_factory.mktemp("work")),
-            }
-        ),
-        "test-config",
-        {},
-    )
-    configure(base)
-    queues = ["sync", "default", "scan", "automation"]
-    with start_worker(
-        app, pool="solo", queues=queues, perform_ping_check=False, shutdown_timeout=30
-    ):
-        yield base
+worker = ops.worker  # a real worker on every queue (found by this name)
 
 
 def _wait(predicate, what: str):  # type: ignore[no-untyped-def]

@@ -1,0 +1,23 @@
+"""The rendered objects of a pipeline's last applied revision, as `sync.generate` stored them.
+
+Workers (scan planning, automation) and the web process (workloads, images, status page) read
+the same artifact: the sync record names its key, and it lives for `ARTIFACT_TTL`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, cast
+
+import redis
+
+from gitops_pipeline.store import Keys
+
+
+def applied_objects(client: redis.Redis, keys: Keys, pipeline: str) -> list[dict[str, Any]]:
+    """The objects of the last applied revision (empty before the first sync, or once expired)."""
+    artifact = cast(str | None, client.hget(keys.sync(pipeline), "artifact"))
+    raw = cast(str | None, client.get(artifact)) if artifact else None
+    if raw is None:
+        return []
+    return [item["object"] for item in json.loads(raw)["objects"]]

@@ -1,0 +1,346 @@
+"""Operations through the REST API with a real worker: automate, release, policy, jobs.
+
+Real Redis (broker and state), real git remote, real registry and the test-bed API server.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import yaml
+from celery.contrib.testing.worker import start_worker
+from fastapi.testclient import TestClient
+from kubernetes import client as k8s
+
+from gitops_pipeline import runtime
+from gitops_pipeline.api.app import create_app
+from gitops_pipeline.celery_app import app, configure
+from gitops_pipeline.config import Pipeline, Settings, parse_settings
+from gitops_pipeline.registry.cache import TagCache
+from gitops_pipeline.store import Keys
+from gitops_pipeline.tasks import scan, sync
+from gitops_pipeline.testbed.gitremote import GitRemote, run_git
+from gitops_pipeline.testbed.kube import KubeServer
+from gitops_pipeline.testbed.redis_server import RedisServer
+from gitops_pipeline.testbed.registry import RegistryServer, push_image
+
+WAIT = 120.0  # upper bound for a wait, not a speed check
+ADMIN = "ops-admin-token"
+HEADERS = {"Authorization": f"Bearer {ADMIN}"}
+
+DEPLOYMENT = """\
+# {name}: kept by hand; comments and layout must survive the operator's edits.
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {{app: {name}}}
+  template:
+    metadata:
+      labels:
+        app: {name}
+    spec:
+      containers:
+        - name: {name}
+          image: {image}   # the running tag
+"""
+
+
+@pytest.fixture(scope="module")
+def worker(
+    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Settings]:
+    base = parse_settings(
+        yaml.safe_dump(
+            {
+                "redis_url": redis_server.url,
+                "key_prefix": "e2e:",  # one binding per process (see celery_app.configure)
+                "work_dir": str(tmp_path_factory.mktemp("work")),
+                "api": {"tokens": [{"token": ADMIN, "scope": "admin"}]},
+            }
+        ),
+        "test-config",
+        {},
+    )
+    configure(base)
+    queues = ["sync", "default", "scan", "automation"]
+    with start_worker(
+        app,
+        pool="threads",
+        concurrency=4,
+        queues=queues,
+        perform_ping_check=False,
+        shutdown_timeout=30,
+    ):
+        yield base
+
+
+def _wait(predicate: Callable[[], Any], what: str) -> Any:
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Setup:
+    def __init__(self, settings: Settings, remote: GitRemote, name: str) -> None:
+        self.settings = settings
+        self.remote = remote
+        self.name = name
+        self.api = TestClient(create_app(settings))
+        self.redis = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+        self.keys = Keys(settings.key_prefix)
+
+    def post(self, path: str, body: dict[str, Any]) -> str:
+        response = self.api.post(
+            f"/api/v1/pipelines/{self.name}/{path}", json=body, headers=HEADERS
+        )
+        assert response.status_code == 202, response.text
+        return str(response.json()["job"])
+
+    def job(self, job_id: str, until: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+        def done() -> dict[str, Any] | None:
+            found: dict[str, Any] = self.api.get(f"/api/v1/jobs/{job_id}", headers=HEADERS).json()
+            return found if until(found) else None
+
+        return dict(_wait(done, f"job {job_id}"))
+
+    def finished(self, job_id: str) -> dict[str, Any]:
+        return self.job(job_id, lambda j: j["status"] in ("succeeded", "failed"))
+
+    def subjects(self) -> list[str]:
+        log = run_git("log", "--format=%s", "refs/heads/master", cwd=self.remote.bare)
+        return log.splitlines()
+
+    def file(self, path: str) -> str:
+        return run_git("show", f"refs/heads/master:{path}", cwd=self.remote.bare)
+
+
+def _setup(
+    worker: Settings,
+    kube: KubeServer,
+    namespace: str,
+    tmp_path: Path,
+    name: str,
+    files: dict[str, str],
+    registry: RegistryServer | None = None,
+) -> Setup:
+    remote = GitRemote(tmp_path / "git")
+    remote.commit(dict(files), "workloads")
+    pipeline = Pipeline.model_validate(
+        {
+            "name": name,
+            "git": {"url": remote.url, "user": "Flux Bot", "email": "bot@example.com"},
+            "cluster": {"kubeconfig": str(kube.kubeconfig), "default_namespace": namespace},
+        }
+    )
+    hosts = [registry.host] if registry else []
+    registry_settings = worker.registry.model_copy(update={"insecure_hosts": hosts})
+    settings = worker.model_copy(update={"pipelines": [pipeline], "registry": registry_settings})
+    runtime.init(settings)
+    setup = Setup(settings, remote, name)
+    sync.trigger.delay(name)
+    _wait(lambda: setup.redis.hget(setup.keys.sync(name), "status") == "synced", "first sync")
+    return setup
+
+
+def test_automate_commits_the_annotation_then_the_image(
+    worker: Settings,
+    registry: RegistryServer,
+    kube: KubeServer,
+    kube_namespace: str,
+    kube_api_client: k8s.ApiClient,
+    key_prefix: str,
+    tmp_path: Path,
+) -> None:
+    """The seed walkthrough: sample-app runs v0.1, v0.2 is in the registry; automate -> two
+    commits (annotation, then image) -> the Deployment in the API server runs v0.2."""
+    repository = f"gitopsbook/{key_prefix.strip(':')}-sample-app"
+    for tag, day in {"v0.1": 1, "v0.2": 2}.items():
+        push_image(registry.url, repository, tag, datetime(2024, 1, day, tzinfo=UTC))
+    image = f"{registry.host}/{repository}"
+    original = DEPLOYMENT.format(name="sample-app", image=f"{image}:v0.1")
+    name = f"walk-{key_prefix.strip(':')}"
+    setup = _setup(
+        worker,
+        kube,
+        kube_namespace,
+        tmp_path,
+        name,
+        {"sample-app-deployment.yaml": original},
+        registry,
+    )
+    scan.dispatch.delay()
+    tags = TagCache(redis.Redis.from_url(setup.settings.redis_url), setup.settings.key_prefix)
+    _wait(lambda: (m := tags.meta(image)) is not None and m.scanned_at, "the scan")
+    apps = k8s.AppsV1Api(kube_api_client)
+
+    def running() -> str:
+        deployment = apps.read_namespaced_deployment("sample-app", kube_namespace)
+        return str(deployment.spec.template.spec.containers[0].image)
+
+    assert running() == f"{image}:v0.1"
+
+    workload = f"{kube_namespace}:deployment/sample-app"
+    job_id = setup.post("policy", {"workloads": [workload], "automate": True})
+    job = setup.finished(job_id)
+    assert job["status"] == "succeeded", job
+    assert job["result"]["results"][0]["status"] == "success"
+    _wait(lambda: running() == f"{image}:v0.2", "v0.2 in the API server")
+
+    subjects = setup.subjects()
+    assert subjects[:2] == [f"Auto-release {image}:v0.2", f"Automated: {workload}"]
+    assert job["sha"] == run_git("rev-parse", "refs/heads/master~1", cwd=setup.remote.bare)
+    applied = setup.job(job_id, lambda j: j["sync"] == "applied")
+    assert applied["applied_revision"] in {
+        run_git("rev-parse", ref, cwd=setup.remote.bare)
+        for ref in ("refs/heads/master", "refs/heads/master~1")
+    }
+    edited = setup.file("sample-app-deployment.yaml")
+    annotated = '  name: sample-app\n  annotations:\n    fluxcd.io/automated: "true"\n'
+    expected = original.replace("  name: sample-app\n", annotated, 1)
+    # Byte for byte outside the added annotation and the tag (`run_git` strips the last newline).
+    assert edited + "\n" == expected.replace(f"{image}:v0.1", f"{image}:v0.2")
+
+
+def test_release_dry_run_locks_force_and_refusals(
+    worker: Settings, kube: KubeServer, kube_namespace: str, key_prefix: str, tmp_path: Path
+) -> None:
+    image = "registry.invalid/team/app"
+    files = {
+        "web.yaml": DEPLOYMENT.format(name="web", image=f"{image}:1.0"),
+        "held.yaml": DEPLOYMENT.format(name="held", image=f"{image}:1.0"),
+    }
+    name = f"rel-{key_prefix.strip(':')}"
+    setup = _setup(worker, kube, kube_namespace, tmp_path, name, files)
+    web, held = (f"{kube_namespace}:deployment/{w}" for w in ("web", "held"))
+    locking = {"workloads": [held], "lock": True, "user": "ann", "message": "incident 7"}
+    lock = setup.finished(setup.post("policy", locking))
+    assert lock["status"] == "succeeded" and lock["sha"]
+    assert setup.subjects()[0] == f"Locked: {held}"
+
+    before = run_git("rev-parse", "refs/heads/master", cwd=setup.remote.bare)
+    dry = setup.finished(
+        setup.post("release", {"all": True, "image": f"{image}:1.1", "dry_run": True})
+    )
+    outcome = {r["workload"]: (r["status"], r["error"]) for r in dry["result"]["results"]}
+    assert outcome == {
+        f"{kube_namespace}:Deployment/web": ("success", ""),
+        f"{kube_namespace}:Deployment/held": ("skipped", "locked by ann: incident 7"),
+    }
+    assert dry["sha"] == "" and dry["result"]["dry_run"] is True
+    assert run_git("rev-parse", "refs/heads/master", cwd=setup.remote.bare) == before
+
+    real = setup.finished(setup.post("release", {"all": True, "image": f"{image}:1.1"}))
+    assert real["status"] == "succeeded" and real["sha"]
+    assert f"image: {image}:1.1   # the running tag" in setup.file("web.yaml")
+    assert f"image: {image}:1.0" in setup.file("held.yaml")
+
+    forced = setup.finished(
+        setup.post("release", {"workloads": [held], "image": f"{image}:1.1", "force": True})
+    )
+    assert forced["status"] == "succeeded"
+    assert f"image: {image}:1.1" in setup.file("held.yaml")
+    assert setup.subjects()[0] == f"Release {image}:1.1"
+
+    nope = f"{kube_namespace}:deployment/nope"
+    missing = setup.finished(
+        setup.post("release", {"workloads": [web, nope], "image": f"{image}:1.2"})
+    )
+    assert missing["status"] == "failed" and "not found" in missing["error"]
+    assert f"image: {image}:1.1" in setup.file("web.yaml")  # all or nothing
+
+    queue = f"{setup.settings.key_prefix}celery:automation"
+    queued = setup.redis.llen(queue)
+    for body in (
+        {"workloads": [web], "tags": {"web": "semver:not-a-range"}},
+        {"workloads": [web], "tag_all": "regex:(unclosed"},
+        {"workloads": ["web"], "automate": True},
+        {"workloads": [web]},
+    ):
+        response = setup.api.post(f"/api/v1/pipelines/{name}/policy", json=body, headers=HEADERS)
+        assert response.status_code == 400, (body, response.text)
+    for body in (
+        {"all": True, "workloads": [web]},
+        {"image": f"{image}:2"},
+        {"all": True, "image": image},
+    ):
+        response = setup.api.post(f"/api/v1/pipelines/{name}/release", json=body, headers=HEADERS)
+        assert response.status_code == 400, (body, response.text)
+    assert setup.redis.llen(queue) == queued  # nothing was enqueued
+    unknown = setup.api.get("/api/v1/jobs/nope", headers=HEADERS)
+    assert unknown.status_code == 404
+
+
+def test_twenty_concurrent_operations_and_outside_pushes_all_land(
+    worker: Settings, kube: KubeServer, kube_namespace: str, key_prefix: str, tmp_path: Path
+) -> None:
+    image = "registry.invalid/team/app"
+    names = [f"w{i}" for i in range(10)]
+    files = {
+        f"pair{i // 2}.yaml": "---\n".join(
+            DEPLOYMENT.format(name=n, image=f"{image}:1.0") for n in names[i : i + 2]
+        )
+        for i in range(0, 10, 2)
+    }
+    files["notes.txt"] = "start\n"
+    name = f"conc-{key_prefix.strip(':')}"
+    setup = _setup(worker, kube, kube_namespace, tmp_path, name, files)
+    start = setup.subjects()
+
+    job_ids: list[str] = []
+    for n in names:
+        workload = f"{kube_namespace}:deployment/{n}"
+        job_ids.append(setup.post("release", {"workloads": [workload], "image": f"{image}:{n}"}))
+        job_ids.append(setup.post("policy", {"workloads": [workload], "tags": {n: "glob:w*"}}))
+
+    def outside() -> None:
+        for i in range(5):
+            notes = setup.remote.work / "notes.txt"
+            for _attempt in range(20):
+                run_git("pull", "--quiet", "--rebase", "origin", "master", cwd=setup.remote.work)
+                notes.write_text(notes.read_text() + f"outside {i}\n")
+                run_git("commit", "--quiet", "-am", f"outside {i}", cwd=setup.remote.work)
+                try:
+                    run_git("push", "--quiet", "origin", "HEAD:master", cwd=setup.remote.work)
+                    break
+                except RuntimeError:
+                    run_git("reset", "--quiet", "--hard", "origin/master", cwd=setup.remote.work)
+            else:
+                raise AssertionError("outside push never landed")
+
+    pusher = threading.Thread(target=outside)
+    pusher.start()
+    results = [setup.finished(j) for j in job_ids]
+    pusher.join()
+
+    assert [r["status"] for r in results] == ["succeeded"] * 20, [r["error"] for r in results]
+    assert all(r["sha"] for r in results)
+    bare = setup.remote.bare
+    assert run_git("rev-list", "--merges", "refs/heads/master", cwd=bare) == ""
+    subjects = setup.subjects()
+    assert len(subjects) == len(start) + 25
+    assert sorted(s for s in subjects if s.startswith("outside")) == [
+        f"outside {i}" for i in range(5)
+    ]
+    shas = set(run_git("rev-list", "refs/heads/master", cwd=bare).splitlines())
+    assert {r["sha"] for r in results} <= shas
+    for i in range(0, 10, 2):
+        text = setup.file(f"pair{i // 2}.yaml")
+        for n in names[i : i + 2]:
+            assert f"image: {image}:{n}   # the running tag" in text
+            assert f"fluxcd.io/tag.{n}: glob:w*" in text
+    assert setup.file("notes.txt").count("outside") == 5
