@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import redis
 import test_cli as cli_tests
 import test_operations as ops
@@ -98,6 +99,12 @@ def test_seed_walkthrough_with_gitopsctl(
 
         code, out = gitopsctl("lock", "-p", name, "-w", workload, "-m", "hold", "--user", "ann")
         assert code == 0 and "Commit pushed: " in out, out
+        code, out = gitopsctl(
+            "release", "-p", name, "--all", "--update-all-images", "--dry-run", "--force"
+        )
+        assert code == 0 and "Dry run: nothing committed" in out, out
+        assert "locked by ann: hold" in out  # --all --force still leaves locked workloads alone
+
         code, out = gitopsctl("release", "-p", name, "-w", workload, "-i", f"{image}:v0.1")
         assert code == 0, out
         assert "skipped" in out and "locked by ann: hold" in out and "Nothing to commit" in out
@@ -132,6 +139,15 @@ def test_seed_walkthrough_with_gitopsctl(
             f"Unlocked: {workload}",
             f"Deautomated: {workload}",
         ]
+
+        job_id = httpx.post(
+            f"{url}/api/v1/pipelines/{name}/release",
+            json={"workloads": [workload], "image": f"{image}:v0.2", "dry_run": True},
+            headers=ops.HEADERS,
+        ).json()["job"]
+        ops._wait(lambda: "status: succeeded" in gitopsctl("job", job_id)[1], "the job")
+        code, out = gitopsctl("job", job_id, "-o", "json")
+        assert code == 0 and '"dry_run": true' in out and '"kind": "release"' in out, out
 
         code, out = gitopsctl("policy", "-p", name, "-w", workload, "--tag-all", "semver:bad")
         assert code == 1 and out.startswith("Error: container (all): tag filter"), out
