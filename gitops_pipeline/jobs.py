@@ -116,10 +116,16 @@ def mark_applied(
     """
     key = awaiting_key(prefix, pipeline)
     waiting = cast(dict[str, str], client.hgetall(key))
-    done = [job for job, sha in waiting.items() if sha == revision or contains(sha, revision)]
+    # A job that expired unapplied (its branch was reset past its commit) waits no longer.
+    expired = [job for job in waiting if not client.exists(job_key(prefix, job))]
+    done = [
+        job
+        for job, sha in waiting.items()
+        if job not in expired and (sha == revision or contains(sha, revision))
+    ]
     now = f"{time.time():.3f}"
     for job_id in done:
         update(client, prefix, job_id, sync="applied", applied_revision=revision, applied_at=now)
-    if done:
-        client.hdel(key, *done)
+    if done or expired:
+        client.hdel(key, *done, *expired)
     return done
