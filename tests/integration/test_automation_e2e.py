@@ -3,7 +3,6 @@ the image of the Deployment in the API server. Real worker, Redis, registry, git
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,8 +20,6 @@ from gitops_pipeline.tasks import automation, scan, sync
 from gitops_pipeline.testbed.gitremote import GitRemote, run_git
 from gitops_pipeline.testbed.kube import KubeServer
 from gitops_pipeline.testbed.registry import RegistryServer, push_image
-
-WAIT = 90.0  # upper bound for a wait, not a speed check
 
 DEPLOYMENT = """\
 # The sample app, as in the seed's sample-app-deployment repository.
@@ -53,14 +50,7 @@ spec:
 worker = ops.worker  # a real worker on every queue (found by this name)
 
 
-def _wait(predicate, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+_wait = ops._wait
 
 
 @pytest.mark.parametrize(
