@@ -15,7 +15,8 @@ from gitops_pipeline.api.page import status_page
 from gitops_pipeline.api.pipelines import router as pipelines_router
 from gitops_pipeline.celery_app import celery_config
 from gitops_pipeline.config import Settings
-from gitops_pipeline.store import Keys, connect
+from gitops_pipeline.registry.cache import TagCache
+from gitops_pipeline.store import Keys, connect, connect_binary
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -32,6 +33,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.redis = connect(settings.redis_url)
     app.state.keys = Keys(settings.key_prefix)
     app.state.celery = celery
+    app.state.tag_cache = TagCache(connect_binary(settings.redis_url), settings.key_prefix)
 
     registry = CollectorRegistry()
     for collector in collectors(settings, app.state.redis):

@@ -24,7 +24,6 @@ from gitops_pipeline.manifests.workloads import container_images, workload_annot
 from gitops_pipeline.policy.annotations import read_policy
 from gitops_pipeline.registry.cache import TagCache
 from gitops_pipeline.release import ReleaseError, workload_key
-from gitops_pipeline.store import connect_binary
 from gitops_pipeline.tasks.operations import policy_update, release_spec
 
 router = APIRouter(prefix="/api/v1")
@@ -166,7 +165,7 @@ def images(
     settings, client, keys = state(request)
     known(settings, name)
     objects = applied_objects(client, keys, name)
-    cache = TagCache(connect_binary(settings.redis_url), settings.key_prefix)
+    cache: TagCache = request.app.state.tag_cache
     wanted = None
     if workload is not None:
         try:
@@ -198,6 +197,12 @@ def images(
     return out
 
 
+def _writable(settings: Settings, name: str) -> None:
+    """409 for a write to a pipeline whose repository is read-only to the operator."""
+    if settings.pipeline(name).git.readonly:
+        raise HTTPException(409, f"pipeline {name!r} is read-only (git.readonly)")
+
+
 def _enqueue(request: Request, name: str, kind: str, body: dict[str, Any]) -> JobRef:
     _, client, keys = state(request)
     job_id = jobs.create(client, keys.prefix, name, kind, body)
@@ -217,6 +222,7 @@ def policy(name: str, body: PolicyRequest, request: Request, scope: Admin) -> Jo
             workload_key(workload)
     except ValueError as exc:
         raise HTTPException(400, str(exc)) from None
+    _writable(request.app.state.settings, name)
     return _enqueue(request, name, "policy", data)
 
 
@@ -229,6 +235,8 @@ def release(name: str, body: ReleaseRequest, request: Request, scope: Admin) -> 
         release_spec(data)
     except ReleaseError as exc:
         raise HTTPException(400, str(exc)) from None
+    if not body.dry_run:
+        _writable(request.app.state.settings, name)
     return _enqueue(request, name, "release", data)
 
 

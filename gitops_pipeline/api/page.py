@@ -31,7 +31,7 @@ from gitops_pipeline.policy.annotations import read_policy
 from gitops_pipeline.policy.filters import parse_filter, tag_version
 from gitops_pipeline.registry.cache import TagCache
 from gitops_pipeline.registry.reference import InvalidReference, parse_image
-from gitops_pipeline.store import Keys, connect_binary
+from gitops_pipeline.store import Keys
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +271,6 @@ def status_page(settings: Settings) -> APIRouter:
             "api.status_page: token (or off) unless something in front of it checks who asks",
             settings.api.listen,
         )
-    cache = TagCache(connect_binary(settings.redis_url), settings.key_prefix)
     guard = [Depends(require("read"))] if mode == "token" else []
 
     @router.get("/", response_class=HTMLResponse, dependencies=guard)
@@ -280,7 +279,7 @@ def status_page(settings: Settings) -> APIRouter:
         now = time.time()
         try:
             pipelines = [
-                _pipeline(state.redis, state.keys, cache, spec, now)
+                _pipeline(state.redis, state.keys, state.tag_cache, spec, now)
                 for spec in state.settings.pipelines
             ]
             problem = ""

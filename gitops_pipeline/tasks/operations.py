@@ -107,6 +107,8 @@ def release(job_id: str, pipeline: str) -> dict[str, Any]:
     except ReleaseError as exc:
         raise PermanentError(str(exc)) from None
     dry_run = bool(request.get("dry_run"))
+    if spec.git.readonly and not dry_run:
+        raise PermanentError(f"pipeline {pipeline!r} is read-only (git.readonly)")
     namespace = spec.cluster.default_namespace
     tags = cached_tags(tag_cache())
     planned: list[ReleasePlan] = []
@@ -146,6 +148,8 @@ def policy(job_id: str, pipeline: str) -> dict[str, Any]:
     """Write the job's policy change for its workloads as one commit."""
     spec = runtime.settings().pipeline(pipeline)
     request = _start(job_id)
+    if spec.git.readonly:
+        raise PermanentError(f"pipeline {pipeline!r} is read-only (git.readonly)")
     try:
         update = policy_update(request)
     except ValueError as exc:

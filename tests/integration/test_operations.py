@@ -344,3 +344,34 @@ def test_twenty_concurrent_operations_and_outside_pushes_all_land(
             assert f"image: {image}:{n}   # the running tag" in text
             assert f"fluxcd.io/tag.{n}: glob:w*" in text
     assert setup.file("notes.txt").count("outside") == 5
+
+
+def test_read_only_pipeline_refuses_writes_but_plans(redis_url: str, key_prefix: str) -> None:
+    config = {
+        "redis_url": redis_url,
+        "key_prefix": key_prefix,
+        "api": {"tokens": [{"token": ADMIN, "scope": "admin"}]},
+        "pipelines": [{"name": "ro", "git": {"url": "file:///srv/ro.git", "readonly": True}}],
+    }
+    api = TestClient(create_app(parse_settings(yaml.safe_dump(config), "test", {})))
+    workload = "default:deployment/web"
+    refused = [
+        api.post(
+            "/api/v1/pipelines/ro/policy",
+            json={"workloads": [workload], "lock": True},
+            headers=HEADERS,
+        ),
+        api.post(
+            "/api/v1/pipelines/ro/release", json={"all": True, "image": "a/b:1"}, headers=HEADERS
+        ),
+    ]
+    for response in refused:
+        assert response.status_code == 409 and "read-only" in response.json()["detail"]
+    planned = api.post(
+        "/api/v1/pipelines/ro/release",
+        headers=HEADERS,
+        json={"all": True, "image": "a/b:1", "dry_run": True},
+    )
+    assert planned.status_code == 202
+    job = api.get(f"/api/v1/jobs/{planned.json()['job']}", headers=HEADERS).json()
+    assert job["status"] == "queued" and job["request"]["dry_run"] is True
