@@ -76,6 +76,16 @@ def test_seed_walkthrough_with_gitopsctl(
             "applied",
         ]
 
+        for narrowing in (["-n", "elsewhere"], ["-c", "no-such-container"]):
+            code, out = gitopsctl("list-workloads", "-p", name, "--no-headers", *narrowing)
+            assert code == 0 and out.strip() == "", (narrowing, out)
+        code, out = gitopsctl(
+            "list-workloads", "-p", name, "-n", kube_namespace, "-c", "sample-app"
+        )
+        assert code == 0 and f"{image}:v0.1" in out, out
+        code, out = gitopsctl("list-images", "-p", name, "-n", kube_namespace, "-l", "1")
+        assert code == 0 and len(out.splitlines()) == 3 and "v0.2" in out.splitlines()[2], out
+
         code, out = gitopsctl("list-images", "-p", name, "-w", workload)
         assert code == 0, out
         lines = [line.split() for line in out.splitlines()[1:]]
