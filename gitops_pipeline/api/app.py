@@ -48,5 +48,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(pipelines_router)
     app.include_router(status_page(settings))
     app.include_router(operations_router)
-    app.include_router(webhook_router(settings, app.state.redis, celery))
+    app.include_router(webhook_router(settings, app.state.redis, app.state.tag_cache, celery))
     return app

@@ -28,6 +28,7 @@ from starlette.requests import ClientDisconnect
 from gitops_pipeline import counters
 from gitops_pipeline.config import Settings
 from gitops_pipeline.git.urls import repo_key
+from gitops_pipeline.registry.cache import TagCache
 from gitops_pipeline.registry.reference import DOCKER_HUB, parse_image
 
 log = logging.getLogger(__name__)
@@ -432,9 +433,12 @@ def _delivery_key(prefix: str, source: str, delivery: str) -> str:
 
 
 class _Hooks:
-    def __init__(self, settings: Settings, client: redis.Redis, celery: Celery) -> None:
+    def __init__(
+        self, settings: Settings, client: redis.Redis, cache: TagCache, celery: Celery
+    ) -> None:
         self.settings = settings
         self.client = client
+        self.cache = cache
         self.celery = celery
         self.prefix = settings.key_prefix
 
@@ -534,23 +538,13 @@ class _Hooks:
         cache does not know are used by no pipeline (or not scanned yet, which makes them due
         anyway).
         """
-        known = [repo for repo in push.repositories if self._make_due(repo)]
+        known = [repo for repo in push.repositories if self.cache.make_due(repo)]
         if not known:
             return _ignored(f"no pipeline scans {', '.join(push.repositories)}")
         self.celery.send_task(
             "scan.dispatch", expires=self.settings.registry.dispatch_interval, ignore_result=True
         )
         return _accepted(repositories=known)
-
-    def _make_due(self, repo: str) -> bool:
-        """Drop the repository's `next_due` in the tag cache's scan state (see
-        `gitops_pipeline.registry.cache`), never creating one; return whether it exists."""
-        key = f"{self.prefix}reg:meta:{repo}"
-        pipe = self.client.pipeline(transaction=True)
-        pipe.exists(key)
-        pipe.hdel(key, "next_due")
-        exists, _ = pipe.execute()
-        return bool(exists)
 
 
 def _accepted(**work: list[str]) -> Reply:
@@ -578,12 +572,14 @@ class _RedactPathSecrets(logging.Filter):
         return True
 
 
-def webhook_router(settings: Settings, client: redis.Redis, celery: Celery) -> APIRouter:
+def webhook_router(
+    settings: Settings, client: redis.Redis, cache: TagCache, celery: Celery
+) -> APIRouter:
     """The `/hooks/...` routes; `celery` only sends (the web process runs no tasks)."""
     access_log = logging.getLogger("uvicorn.access")
     if not any(isinstance(f, _RedactPathSecrets) for f in access_log.filters):
         access_log.addFilter(_RedactPathSecrets())
-    hooks = _Hooks(settings, client, celery)
+    hooks = _Hooks(settings, client, cache, celery)
     router = APIRouter(prefix="/hooks", tags=["webhooks"])
     router.add_api_route("/{source}", hooks.receive, methods=["POST"], status_code=202)
     router.add_api_route(

@@ -259,6 +259,16 @@ class TagCache:
 
     # --- scan schedule ---------------------------------------------------------------------
 
+    def make_due(self, repo: str) -> bool:
+        """Make a known repository due for a scan now (a registry said it changed); return
+        whether the cache knows it. An unknown repository is left alone: no pipeline uses it,
+        or its first scan is pending anyway."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.exists(self._meta_key(repo))
+        pipe.hdel(self._meta_key(repo), "next_due")
+        exists, _ = pipe.execute()
+        return bool(exists)
+
     def meta(self, repo: str) -> RepoMeta | None:
         raw = cast(dict[bytes, bytes], self.client.hgetall(self._meta_key(repo)))
         if not raw:
