@@ -131,6 +131,7 @@ def _banner(config: dict[str, Any], made: dict[str, str], kube: KubeServer | Non
     lines = [
         "",
         f"REST API     http://{listen}/api/v1/pipelines   (OpenAPI: http://{listen}/api/docs)",
+        f"Status page  http://{listen}/",
         f"Flower       http://{flower}/"
         + (f"   (basic auth {made['flower_auth']})" if made["flower_auth"] else ""),
         "",
@@ -140,9 +141,14 @@ def _banner(config: dict[str, Any], made: dict[str, str], kube: KubeServer | Non
         "  .venv/bin/gitopsctl pipelines",
         f"  .venv/bin/gitopsctl sync -p {first}",
         f"  .venv/bin/gitopsctl status -p {first}",
+        f"  .venv/bin/gitopsctl list-workloads -p {first}",
+        f"  .venv/bin/gitopsctl list-images -p {first}",
     ]
     if kube is not None:
-        lines += [f"  kubectl --kubeconfig {kube.kubeconfig} get deploy,svc sample-app"]
+        lines += [
+            f"  .venv/bin/gitopsctl automate -p {first} -w default:deployment/sample-app --watch",
+            f"  kubectl --kubeconfig {kube.kubeconfig} get deploy,svc sample-app",
+        ]
     lines += ["", "Ctrl-C stops every process started here.", ""]
     print("\n".join(lines), flush=True)
 
