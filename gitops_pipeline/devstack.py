@@ -39,6 +39,7 @@ from gitops_pipeline.testbed.registry import push_image, start_registry
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_REPO = REPO_ROOT / "examples" / "sample-app-deployment"
+EXAMPLE_IMAGE = "gitopsbook/sample-app"
 EXAMPLE_IMAGES = {
     "v0.1": datetime(2020, 1, 1, tzinfo=UTC),
     "v0.2": datetime(2020, 2, 1, tzinfo=UTC),
@@ -68,6 +69,7 @@ class Stack:
         self.state = state
         self.stack = stack
         self.kube: KubeServer | None = None
+        self.registry: str | None = None
 
     def redis_url(self, wanted: str) -> str:
         try:
@@ -88,16 +90,27 @@ class Stack:
         return self.kube.kubeconfig
 
     def registry_host(self) -> str:
-        server = start_registry(self.state / "registry")
-        self.stack.callback(server.stop)
-        for tag, created in EXAMPLE_IMAGES.items():
-            push_image(server.url, "gitopsbook/sample-app", tag, created)
-        _say(f"local registry at {server.url} holds gitopsbook/sample-app:{{v0.1,v0.2}}")
-        return server.host
+        if self.registry is None:
+            server = start_registry(self.state / "registry")
+            self.stack.callback(server.stop)
+            for tag, created in EXAMPLE_IMAGES.items():
+                push_image(server.url, EXAMPLE_IMAGE, tag, created)
+            _say(f"local registry at {server.url} holds {EXAMPLE_IMAGE}:{{v0.1,v0.2}}")
+            self.registry = server.host
+        return self.registry
 
     def example_remote(self) -> GitRemote:
+        """The example repository, its image moved to the local registry: the seed's
+        walkthrough (automate -> v0.2) then runs without reaching any public registry."""
         remote = GitRemote(self.state / "git" / "sample-app-deployment")
-        remote.commit_tree(EXAMPLE_REPO, "sample-app v0.1")
+        files = {
+            str(path.relative_to(EXAMPLE_REPO)): path.read_text().replace(
+                f"image: {EXAMPLE_IMAGE}:", f"image: {self.registry_host()}/{EXAMPLE_IMAGE}:"
+            )
+            for path in sorted(EXAMPLE_REPO.rglob("*"))
+            if path.is_file()
+        }
+        remote.commit(files, "sample-app v0.1")
         _say(f"example deployment repo served at {remote.url}")
         return remote
 

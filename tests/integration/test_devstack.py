@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -71,23 +72,38 @@ def test_run_brings_up_the_example_and_stops_cleanly(
                 status = api.get("/api/v1/pipelines/sample-app").json()
             except httpx.HTTPError:
                 continue
-        kubectl = subprocess.run(
-            [
-                "kubectl",
-                "--kubeconfig",
-                str(state / "kube" / "kubeconfig.yaml"),
-                "get",
-                "deploy",
-                "sample-app",
-                "-o",
-                "jsonpath={.spec.template.spec.containers[0].image}",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        assert kubectl.returncode == 0, kubectl.stderr
-        assert kubectl.stdout == "gitopsbook/sample-app:v0.1"
+
+        def running() -> str:
+            kubectl = subprocess.run(
+                [
+                    "kubectl",
+                    "--kubeconfig",
+                    str(state / "kube" / "kubeconfig.yaml"),
+                    "get",
+                    "deploy",
+                    "sample-app",
+                    "-o",
+                    "jsonpath={.spec.template.spec.containers[0].image}",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert kubectl.returncode == 0, kubectl.stderr
+            return kubectl.stdout
+
+        # The example's image lives in the embedded registry, so the seed walkthrough runs here.
+        assert re.fullmatch(r"127\.0\.0\.1:\d+/gitopsbook/sample-app:v0\.1", running())
+        images = "/api/v1/pipelines/sample-app/images"
+        deadline = time.monotonic() + WAIT  # the first scan comes with the beat's scan tick
+        while not any(row["tags"] for row in api.get(images).json()):
+            assert time.monotonic() < deadline, (tmp_path / "run.log").read_text()
+            time.sleep(1)
+        workload = {"workloads": ["default:deployment/sample-app"], "automate": True}
+        assert api.post("/api/v1/pipelines/sample-app/policy", json=workload).status_code == 202
+        while not running().endswith("/gitopsbook/sample-app:v0.2"):
+            assert time.monotonic() < deadline, (tmp_path / "run.log").read_text()
+            time.sleep(1)
         flower = httpx.get(f"http://127.0.0.1:{flower_port}/", timeout=5)
         assert flower.status_code == 401  # Flower is behind basic auth
     finally:
