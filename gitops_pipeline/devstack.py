@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -102,7 +103,9 @@ class Stack:
     def example_remote(self) -> GitRemote:
         """The example repository, its image moved to the local registry: the seed's
         walkthrough (automate -> v0.2) then runs without reaching any public registry."""
-        remote = GitRemote(self.state / "git" / "sample-app-deployment")
+        root = self.state / "git" / "sample-app-deployment"
+        shutil.rmtree(root, ignore_errors=True)  # an earlier run's copy: serve a fresh one
+        remote = GitRemote(root)
         files = {
             str(path.relative_to(EXAMPLE_REPO)): path.read_text().replace(
                 f"image: {EXAMPLE_IMAGE}:", f"image: {self.registry_host()}/{EXAMPLE_IMAGE}:"
