@@ -8,11 +8,14 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
 import yaml
 
+from gitops_pipeline.devstack import Stack
+from gitops_pipeline.testbed.gitremote import run_git
 from gitops_pipeline.testbed.process import free_port
 from gitops_pipeline.testbed.redis_server import RedisServer
 
@@ -116,3 +119,15 @@ def test_run_brings_up_the_example_and_stops_cleanly(
     assert _group_alive(proc.pid) == []
     for pid_file in state.rglob("*.pid"):
         raise AssertionError(f"{pid_file} left behind: a service was not stopped")
+
+
+def test_a_second_run_serves_a_fresh_example(tmp_path: Path) -> None:
+    """`make run` twice on one state directory: the example repository is served again."""
+    for _ in range(2):
+        with ExitStack() as services:
+            stack = Stack(tmp_path / "state", services)
+            remote = stack.example_remote()
+            deployment = (remote.work / "deployment.yaml").read_text()
+            assert f"image: {stack.registry_host()}/gitopsbook/sample-app:v0.1" in deployment
+            history = run_git("log", "--format=%s", cwd=remote.bare).splitlines()
+            assert history == ["sample-app v0.1"]  # a fresh repository, not the first run's
