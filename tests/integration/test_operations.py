@@ -25,7 +25,7 @@ from gitops_pipeline.celery_app import app, configure
 from gitops_pipeline.config import Pipeline, Settings, parse_settings
 from gitops_pipeline.registry.cache import TagCache
 from gitops_pipeline.store import Keys
-from gitops_pipeline.tasks import scan, sync
+from gitops_pipeline.tasks import automation, scan, sync
 from gitops_pipeline.testbed.gitremote import GitRemote, run_git
 from gitops_pipeline.testbed.kube import KubeServer
 from gitops_pipeline.testbed.redis_server import RedisServer
@@ -301,10 +301,17 @@ def test_twenty_concurrent_operations_and_outside_pushes_all_land(
     setup = _setup(worker, kube, kube_namespace, tmp_path, name, files)
     start = setup.subjects()
 
+    # 8 releases, 10 policy changes and 2 automation bumps, all queued at once.
     job_ids: list[str] = []
+    bumps = []
     for n in names:
-        workload = f"{kube_namespace}:deployment/{n}"
-        job_ids.append(setup.post("release", {"workloads": [workload], "image": f"{image}:{n}"}))
+        workload = f"{kube_namespace}:Deployment/{n}"
+        if n in ("w8", "w9"):
+            change = {"workload": workload, "container": n, "image": f"{image}:{n}"}
+            bumps.append(automation.bump.delay([change], name))
+        else:
+            body = {"workloads": [workload], "image": f"{image}:{n}"}
+            job_ids.append(setup.post("release", body))
         job_ids.append(setup.post("policy", {"workloads": [workload], "tags": {n: "glob:w*"}}))
 
     def outside() -> None:
@@ -325,9 +332,12 @@ def test_twenty_concurrent_operations_and_outside_pushes_all_land(
     pusher = threading.Thread(target=outside)
     pusher.start()
     results = [setup.finished(j) for j in job_ids]
+    bumped = [bump.get(timeout=WAIT) for bump in bumps]
     pusher.join()
 
-    assert [r["status"] for r in results] == ["succeeded"] * 20, [r["error"] for r in results]
+    assert [r["status"] for r in results] == ["succeeded"] * 18, [r["error"] for r in results]
+    assert all(b["sha"] for b in bumped), bumped
+    results += bumped
     assert all(r["sha"] for r in results)
     bare = setup.remote.bare
     assert run_git("rev-list", "--merges", "refs/heads/master", cwd=bare) == ""
@@ -344,6 +354,7 @@ def test_twenty_concurrent_operations_and_outside_pushes_all_land(
             assert f"image: {image}:{n}   # the running tag" in text
             assert f"fluxcd.io/tag.{n}: glob:w*" in text
     assert setup.file("notes.txt").count("outside") == 5
+    assert {f"Auto-release {image}:w8", f"Auto-release {image}:w9"} <= set(subjects)
 
 
 def test_read_only_pipeline_refuses_writes_but_plans(redis_url: str, key_prefix: str) -> None:
