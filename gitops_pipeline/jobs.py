@@ -51,8 +51,21 @@ def create(
     return job_id
 
 
-def update(client: redis.Redis, prefix: str, job_id: str, **fields: str) -> None:
-    _store(client, job_key(prefix, job_id), fields)
+# Change a job only while it exists: a late write to an expired job must not leave a partial one.
+_UPDATE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return 0
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+
+
+def update(client: redis.Redis, prefix: str, job_id: str, **fields: str) -> bool:
+    """Set fields of an existing job; False (nothing written) when it is unknown or expired."""
+    pairs = [item for pair in fields.items() for item in pair]
+    return bool(client.eval(_UPDATE, 1, job_key(prefix, job_id), str(JOB_TTL), *pairs))
 
 
 def _store(client: redis.Redis, key: str, fields: Mapping[str, str]) -> None:
@@ -82,20 +95,36 @@ def request(client: redis.Redis, prefix: str, job_id: str) -> dict[str, Any]:
     return cast(dict[str, Any], json.loads(raw))
 
 
+def finished(client: redis.Redis, prefix: str, job_id: str) -> bool:
+    """Whether the job already ended (a redelivered task then leaves it as it is)."""
+    status = cast(str | None, client.hget(job_key(prefix, job_id), "status"))
+    return status in ("succeeded", "failed")
+
+
+def pushed(
+    client: redis.Redis, prefix: str, job_id: str, pipeline: str, sha: str, result: Any
+) -> None:
+    """Record the job's commit the moment it is pushed, so that a worker dying before the job
+    is finished loses neither the SHA nor the outcome (the redelivered run finds nothing left to
+    change, and `succeed` keeps what is recorded here)."""
+    if update(client, prefix, job_id, sha=sha, result=json.dumps(result), sync="waiting"):
+        client.hset(awaiting_key(prefix, pipeline), job_id, sha)
+
+
 def succeed(
     client: redis.Redis, prefix: str, job_id: str, pipeline: str, sha: str | None, result: Any
 ) -> None:
     """Finish the job; a pushed commit waits for the sync that applies it."""
-    fields = {
-        "status": "succeeded",
-        "sha": sha or "",
-        "result": json.dumps(result),
-        "finished_at": f"{time.time():.3f}",
-        "sync": "waiting" if sha else "",
-    }
+    now = f"{time.time():.3f}"
+    if sha is None and client.hget(job_key(prefix, job_id), "sha"):
+        update(client, prefix, job_id, status="succeeded", finished_at=now)
+        return
+    if sha is not None:
+        pushed(client, prefix, job_id, pipeline, sha, result)
+    fields = {"status": "succeeded", "finished_at": now}
+    if sha is None:
+        fields.update(sha="", result=json.dumps(result), sync="")
     update(client, prefix, job_id, **fields)
-    if sha:
-        client.hset(awaiting_key(prefix, pipeline), job_id, sha)
 
 
 def fail(client: redis.Redis, prefix: str, job_id: str, error: str) -> None:

@@ -78,6 +78,15 @@ def object_ref(obj: dict[str, Any]) -> str:
     return f"{prefix}{obj.get('kind')}/{meta.get('name')}"
 
 
+class Refused(PermissionError):
+    """An object outside what the pipeline may write; `ref` names it as placed (namespace
+    settled), as every other outcome of a sync is named."""
+
+    def __init__(self, message: str, ref: str) -> None:
+        super().__init__(message)
+        self.ref = ref
+
+
 def ignore_mode(obj: dict[str, Any]) -> str:
     """`true` (never touch), `sync_only` (apply, never delete) or `` from the annotations."""
     annotations = (obj.get("metadata") or {}).get("annotations") or {}
@@ -173,7 +182,7 @@ class Applier:
         """A copy with the namespace settled and port protocols filled in.
 
         Raises `ResourceNotFoundError` for a kind the API server does not serve and
-        `PermissionError` for an object outside `allow_namespaces`.
+        `Refused` (a `PermissionError`) for an object outside `allow_namespaces`.
         """
         resource = self._resource(obj)
         placed: dict[str, Any] = json.loads(json.dumps(obj))
@@ -185,9 +194,14 @@ class Applier:
             meta.pop("namespace", None)
         if self._allowed:
             if not resource.namespaced:
-                raise PermissionError("cluster-scoped objects are not allowed for this pipeline")
+                raise Refused(
+                    "cluster-scoped objects are not allowed for this pipeline", object_ref(placed)
+                )
             if meta["namespace"] not in self._allowed:
-                raise PermissionError(f"namespace {meta['namespace']!r} is not in allow_namespaces")
+                raise Refused(
+                    f"namespace {meta['namespace']!r} is not in allow_namespaces",
+                    object_ref(placed),
+                )
         return placed
 
     def refs(self, objects: Iterable[dict[str, Any]]) -> set[str]:
@@ -326,8 +340,8 @@ class Applier:
                     f"unknown kind {obj['kind']} in {obj['apiVersion']}"
                 )
                 continue
-            except PermissionError as exc:
-                result.errors[object_ref(obj)] = f"refused: {exc}"
+            except Refused as exc:
+                result.errors[exc.ref] = f"refused: {exc}"
                 continue
             if ignore_mode(item) == "true":
                 result.ignored.append(object_ref(item))

@@ -19,13 +19,21 @@ class ContainerImage:
     pull_secrets: tuple[str, ...] = ()  # names of the pod's imagePullSecrets
 
 
+def _mapping(value: Any) -> dict[str, Any]:
+    """`value` when it is a mapping, else empty: a malformed field (a string where the API
+    expects an object) is the API server's to refuse, and must not break reading the rest."""
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def _pod_spec(obj: dict[str, Any]) -> dict[str, Any]:
-    spec = obj.get("spec") or {}
+    spec = _mapping(obj.get("spec"))
     if obj.get("kind") == "CronJob":
-        spec = (spec.get("jobTemplate") or {}).get("spec") or {}
-    template = spec.get("template") or {}
-    pod: dict[str, Any] = template.get("spec") or {}
-    return pod
+        spec = _mapping(_mapping(spec.get("jobTemplate")).get("spec"))
+    return _mapping(_mapping(spec.get("template")).get("spec"))
 
 
 def container_images(
@@ -36,16 +44,16 @@ def container_images(
     for obj in objects:
         if obj.get("kind") not in WORKLOAD_KINDS:
             continue
-        meta = obj.get("metadata") or {}
+        meta = _mapping(obj.get("metadata"))
         workload = f"{meta.get('namespace') or default_namespace}:{obj['kind']}/{meta.get('name')}"
         pod = _pod_spec(obj)
         secrets = tuple(
             str(ref["name"])
-            for ref in pod.get("imagePullSecrets") or []
+            for ref in _list(pod.get("imagePullSecrets"))
             if isinstance(ref, dict) and ref.get("name")
         )
         for key, init in (("initContainers", True), ("containers", False)):
-            for container in pod.get(key) or []:
+            for container in _list(pod.get(key)):
                 image = container.get("image") if isinstance(container, dict) else None
                 if isinstance(image, str) and image:
                     name = str(container.get("name"))
@@ -59,9 +67,9 @@ def workload_annotations(
     """Annotations of every object, keyed by its `namespace:Kind/name` workload ref."""
     found: dict[str, dict[str, str]] = {}
     for obj in objects:
-        meta = obj.get("metadata") or {}
+        meta = _mapping(obj.get("metadata"))
         ref = f"{meta.get('namespace') or default_namespace}:{obj.get('kind')}/{meta.get('name')}"
-        found[ref] = meta.get("annotations") or {}
+        found[ref] = _mapping(meta.get("annotations"))
     return found
 
 

@@ -7,12 +7,15 @@ workload's container names). A filter of `*` (glob, the default) removes the ann
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from gitops_pipeline.policy.filters import parse_filter
 
 _DEFAULT_FILTERS = ("*", "glob:*")
+_CONTAINER_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+"""Kubernetes container names are DNS-1123 labels; the annotation key embeds the name."""
 
 
 @dataclass(frozen=True)
@@ -30,11 +33,15 @@ class PolicyUpdate:
 
     def check(self) -> None:
         """Raise ValueError naming what is wrong: an invalid filter, or nothing to change."""
+        for container in self.tags:
+            if not _CONTAINER_NAME.fullmatch(container):
+                raise ValueError(
+                    f"--tag needs container=filter, and {container!r} is not a container name "
+                    "(lower-case letters, digits and '-', at most 63)"
+                )
         for container, text in [*self.tags.items(), ("(all)", self.tag_all)]:
             if text is None:
                 continue
-            if not container:
-                raise ValueError("--tag needs container=filter")
             try:
                 parse_filter(text)
             except ValueError as exc:

@@ -53,10 +53,16 @@ def working_copy(spec: Pipeline) -> WorkingCopy:
     return WorkingCopy(work, git.url, git.branch, env=env, timeout=git.timeout)
 
 
-def write(spec: Pipeline, change: Change, message: Callable[[], str]) -> CommitResult:
+def write(
+    spec: Pipeline,
+    change: Change,
+    message: Callable[[], str],
+    on_pushed: Callable[[str], None] | None = None,
+) -> CommitResult:
     """Commit `change` to the pipeline's branch as one commit; announce and sync it if pushed.
 
-    `message` is asked for after `change` ran (on the head the commit is made on)."""
+    `message` is asked for after `change` ran (on the head the commit is made on); `on_pushed`
+    is told the SHA as soon as the push landed, before anything else can fail."""
     git = spec.git
     client = runtime.redis_client()
     prefix = runtime.keys().prefix
@@ -78,6 +84,8 @@ def write(spec: Pipeline, change: Change, message: Callable[[], str]) -> CommitR
         )
     finally:
         lock.release()
+    if result.sha is not None and on_pushed is not None:
+        on_pushed(result.sha)
     if result.sha is not None:
         first = message().splitlines()[0]
         events.record(

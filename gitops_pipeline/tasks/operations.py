@@ -10,6 +10,7 @@ sync marks it applied.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,15 +87,28 @@ def policy_update(request: dict[str, Any]) -> PolicyUpdate:
     return update
 
 
-def _start(job_id: str) -> dict[str, Any]:
+def _start(job_id: str) -> dict[str, Any] | None:
+    """The job's request, with the job marked running; None when it already ended (this is a
+    redelivery of a task that finished it, which must not overwrite its outcome)."""
     client = runtime.redis_client()
     prefix = runtime.keys().prefix
     try:
         request = jobs.request(client, prefix, job_id)
     except LookupError as exc:
         raise PermanentError(str(exc)) from None
+    if jobs.finished(client, prefix, job_id):
+        return None
     jobs.update(client, prefix, job_id, status="running")
     return request
+
+
+def _recorder(job_id: str, pipeline: str, outcome: Callable[[], Any]) -> Callable[[str], None]:
+    """`gitwrite.write`'s `on_pushed`: the job's SHA and outcome, kept the moment they exist."""
+
+    def record(sha: str) -> None:
+        jobs.pushed(runtime.redis_client(), runtime.keys().prefix, job_id, pipeline, sha, outcome())
+
+    return record
 
 
 @app.task(name="automation.release", base=OperationTask)
@@ -102,6 +116,8 @@ def release(job_id: str, pipeline: str) -> dict[str, Any]:
     """Plan the job's release on the branch head; commit it unless it is a dry run."""
     spec = runtime.settings().pipeline(pipeline)
     request = _start(job_id)
+    if request is None:
+        return {"job": job_id, "redelivered": True}
     try:
         wanted = release_spec(request)
     except ReleaseError as exc:
@@ -135,12 +151,16 @@ def release(job_id: str, pipeline: str) -> dict[str, Any]:
             )
         return changed
 
-    result = gitwrite.write(spec, change, lambda: planned[0].message())
-    outcome = {**planned[0].as_json(), "dry_run": dry_run}
-    jobs.succeed(
-        runtime.redis_client(), runtime.keys().prefix, job_id, pipeline, result.sha, outcome
+    def outcome() -> dict[str, Any]:
+        return {**planned[0].as_json(), "dry_run": dry_run}
+
+    result = gitwrite.write(
+        spec, change, lambda: planned[0].message(), _recorder(job_id, pipeline, outcome)
     )
-    return {"sha": result.sha, **outcome}
+    jobs.succeed(
+        runtime.redis_client(), runtime.keys().prefix, job_id, pipeline, result.sha, outcome()
+    )
+    return {"sha": result.sha, **outcome()}
 
 
 @app.task(name="automation.policy", base=OperationTask)
@@ -148,6 +168,8 @@ def policy(job_id: str, pipeline: str) -> dict[str, Any]:
     """Write the job's policy change for its workloads as one commit."""
     spec = runtime.settings().pipeline(pipeline)
     request = _start(job_id)
+    if request is None:
+        return {"job": job_id, "redelivered": True}
     if spec.git.readonly:
         raise PermanentError(f"pipeline {pipeline!r} is read-only (git.readonly)")
     try:
@@ -166,7 +188,14 @@ def policy(job_id: str, pipeline: str) -> dict[str, Any]:
         changed: list[str] = []
         results.clear()
         for workload in workloads:
-            values = update.values(containers.get(workload_key(workload), []))
+            names = containers.get(workload_key(workload), [])
+            unknown = sorted(set(update.tags) - set(names))
+            if names and unknown:
+                raise PermanentError(
+                    f"nothing changed: {workload} has no container {', '.join(unknown)} "
+                    f"(it has {', '.join(names)})"
+                )
+            values = update.values(names)
             try:
                 files = update_policy(
                     root, spec.git.paths, spec.manifest_generation, workload, values, namespace
@@ -190,13 +219,16 @@ def policy(job_id: str, pipeline: str) -> dict[str, Any]:
         lines = [f"{update.summary()}: {r['workload']}" for r in results if r["updates"]]
         return "\n".join(lines)
 
-    result = gitwrite.write(spec, change, message)
+    def outcome() -> dict[str, Any]:
+        return {"results": results, "warnings": []}
+
+    result = gitwrite.write(spec, change, message, _recorder(job_id, pipeline, outcome))
     jobs.succeed(
         runtime.redis_client(),
         runtime.keys().prefix,
         job_id,
         pipeline,
         result.sha,
-        {"results": results, "warnings": []},
+        outcome(),
     )
-    return {"sha": result.sha, "results": results}
+    return {"sha": result.sha, **outcome()}

@@ -13,6 +13,7 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -325,13 +326,35 @@ def apply(artifact_key: str, pipeline: str, full: bool = False) -> dict[str, Any
     )
     _count_finished(pipeline, result, gc)
     _report(pipeline, revision, result, gc)
-    jobs.mark_applied(client, keys.prefix, pipeline, revision, _mirror(spec).contains)
+    jobs.mark_applied(client, keys.prefix, pipeline, revision, _ancestry(spec))
     if revision != previous_revision and not spec.git.readonly:
         # A new revision may have automated a workload (`gitopsctl automate`): plan at once
         # rather than at the next automation tick.
         app.send_task("automation.plan", args=[pipeline])
     _finish_run(pipeline)
     return {"revision": revision, "applied": sorted(result.applied), "errors": result.errors}
+
+
+def _ancestry(spec: Pipeline) -> Callable[[str, str], bool]:
+    """Whether a revision contains a commit, from this worker's mirror; fetched once when it
+    does not know, since the chain's fetch may have run on another machine."""
+    mirror = _mirror(spec)
+    fetched = False
+
+    def contains(ancestor: str, revision: str) -> bool:
+        nonlocal fetched
+        if mirror.contains(ancestor, revision):
+            return True
+        if fetched:
+            return False
+        fetched = True
+        try:
+            mirror.fetch(spec.git.branch)
+        except GitopsError:
+            return False
+        return mirror.contains(ancestor, revision)
+
+    return contains
 
 
 def _move_marker(spec: Pipeline, revision: str) -> None:

@@ -19,13 +19,14 @@ from celery.contrib.testing.worker import start_worker
 from fastapi.testclient import TestClient
 from kubernetes import client as k8s
 
-from gitops_pipeline import runtime
+from gitops_pipeline import jobs, runtime
 from gitops_pipeline.api.app import create_app
 from gitops_pipeline.celery_app import app, configure
 from gitops_pipeline.config import Pipeline, Settings, parse_settings
+from gitops_pipeline.errors import PermanentError
 from gitops_pipeline.registry.cache import TagCache
 from gitops_pipeline.store import Keys
-from gitops_pipeline.tasks import automation, scan, sync
+from gitops_pipeline.tasks import automation, operations, scan, sync
 from gitops_pipeline.testbed.gitremote import GitRemote, run_git
 from gitops_pipeline.testbed.kube import KubeServer
 from gitops_pipeline.testbed.redis_server import RedisServer
@@ -137,13 +138,19 @@ def _setup(
     name: str,
     files: dict[str, str],
     registry: RegistryServer | None = None,
+    readonly: bool = False,
 ) -> Setup:
     remote = GitRemote(tmp_path / "git")
     remote.commit(dict(files), "workloads")
     pipeline = Pipeline.model_validate(
         {
             "name": name,
-            "git": {"url": remote.url, "user": "Flux Bot", "email": "bot@example.com"},
+            "git": {
+                "url": remote.url,
+                "user": "Flux Bot",
+                "email": "bot@example.com",
+                "readonly": readonly,
+            },
             "cluster": {"kubeconfig": str(kube.kubeconfig), "default_namespace": namespace},
         }
     )
@@ -386,3 +393,68 @@ def test_read_only_pipeline_refuses_writes_but_plans(redis_url: str, key_prefix:
     assert planned.status_code == 202
     job = api.get(f"/api/v1/jobs/{planned.json()['job']}", headers=HEADERS).json()
     assert job["status"] == "queued" and job["request"]["dry_run"] is True
+
+
+def test_redelivered_jobs_keep_their_outcome_and_bad_jobs_fail_whole(
+    worker: Settings, kube: KubeServer, kube_namespace: str, key_prefix: str, tmp_path: Path
+) -> None:
+    image = "registry.invalid/team/app"
+    name = f"redo-{key_prefix.strip(':')}"
+    files = {"web.yaml": DEPLOYMENT.format(name="web", image=f"{image}:1.0")}
+    setup = _setup(worker, kube, kube_namespace, tmp_path, name, files)
+    web = f"{kube_namespace}:deployment/web"
+    prefix = setup.settings.key_prefix
+
+    done = setup.finished(setup.post("release", {"workloads": [web], "image": f"{image}:2.0"}))
+    assert done["status"] == "succeeded" and done["sha"], done
+    # The worker died after the push, before finishing the job: the broker redelivers.
+    jobs.update(setup.redis, prefix, done["id"], status="running")
+    operations.release.delay(done["id"], name).get(timeout=WAIT)
+    again = setup.finished(done["id"])
+    assert (again["sha"], again["result"]) == (done["sha"], done["result"])
+    # A redelivery of a finished job changes nothing at all.
+    before = setup.redis.hgetall(jobs.job_key(prefix, done["id"]))
+    assert operations.release.delay(done["id"], name).get(timeout=WAIT)["redelivered"] is True
+    assert setup.redis.hgetall(jobs.job_key(prefix, done["id"])) == before
+
+    # A job that expired before it ran fails without leaving a partial job behind.
+    failed = operations.release.apply_async(args=["expired-job", name])
+    with pytest.raises(PermanentError, match="unknown or expired"):
+        failed.get(timeout=WAIT)
+    assert setup.redis.exists(jobs.job_key(prefix, "expired-job")) == 0
+
+    head = run_git("rev-parse", "refs/heads/master", cwd=setup.remote.bare)
+    for body, error in (
+        ({"workloads": [web], "tags": {"nope": "semver:~1"}}, "web has no container nope"),
+        ({"workloads": [f"{kube_namespace}:deployment/gone"], "lock": True}, "not found"),
+    ):
+        job = setup.finished(setup.post("policy", body))
+        assert job["status"] == "failed" and error in job["error"], job
+    # A request that reached the worker malformed (the API checks first) fails the job.
+    job_id = jobs.create(setup.redis, prefix, name, "release", {"all": True, "workloads": [web]})
+    app.send_task("automation.release", args=[job_id, name])
+    job = setup.finished(job_id)
+    assert job["status"] == "failed" and "not both" in job["error"], job
+    assert run_git("rev-parse", "refs/heads/master", cwd=setup.remote.bare) == head
+
+
+def test_a_read_only_pipeline_job_fails_in_the_worker_too(
+    worker: Settings, kube: KubeServer, kube_namespace: str, key_prefix: str, tmp_path: Path
+) -> None:
+    image = "registry.invalid/team/app"
+    name = f"ro-{key_prefix.strip(':')}"
+    files = {"web.yaml": DEPLOYMENT.format(name="web", image=f"{image}:1.0")}
+    setup = _setup(worker, kube, kube_namespace, tmp_path, name, files, readonly=True)
+    web = f"{kube_namespace}:deployment/web"
+    prefix = setup.settings.key_prefix
+    head = run_git("rev-parse", "refs/heads/master", cwd=setup.remote.bare)
+    request = {"workloads": [web], "image": f"{image}:2.0"}
+    job_id = jobs.create(setup.redis, prefix, name, "release", request)
+    app.send_task("automation.release", args=[job_id, name])
+    job = setup.finished(job_id)
+    assert job["status"] == "failed" and "read-only" in job["error"], job
+    planned = jobs.create(setup.redis, prefix, name, "release", {**request, "dry_run": True})
+    app.send_task("automation.release", args=[planned, name])
+    job = setup.finished(planned)
+    assert job["status"] == "succeeded" and job["result"]["results"][0]["status"] == "success"
+    assert run_git("rev-parse", "refs/heads/master", cwd=setup.remote.bare) == head

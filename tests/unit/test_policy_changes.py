@@ -38,6 +38,8 @@ def test_deautomate_and_unlock_remove_annotations() -> None:
         (PolicyUpdate(tag_all="regex:(unclosed"), r"container \(all\): .*regular expression"),
         (PolicyUpdate(tags={"app": "glob:"}), "empty pattern"),
         (PolicyUpdate(tags={"": "v1"}), "container=filter"),
+        (PolicyUpdate(tags={"a b/c": "semver:>=1"}), "'a b/c' is not a container name"),
+        (PolicyUpdate(tags={"App": "v1"}), "not a container name"),
         (PolicyUpdate(), "no policy change"),
     ],
 )

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from gitops_pipeline.manifests.workloads import ContainerImage, container_images, image_selected
+from gitops_pipeline.manifests.workloads import (
+    ContainerImage,
+    container_images,
+    image_selected,
+    workload_annotations,
+)
+from gitops_pipeline.policy.annotations import read_policy
 
 
 def _pod(*images: str, init: str | None = None, secrets: list[str] | None = None) -> dict[str, Any]:
@@ -55,3 +61,39 @@ def test_include_and_exclude_globs() -> None:
     assert image_selected("quay.io/team/app:1", ["quay.io/*"], [])
     assert not image_selected("docker.io/nginx:1", ["quay.io/*"], [])
     assert not image_selected("quay.io/team/app:1", [], ["*/team/*"])
+
+
+def test_malformed_fields_are_read_around_not_crashed_on() -> None:
+    """A string where the API expects an object is the API server's to refuse; reading the
+    other workloads (for the API, the status page and scans) goes on."""
+    good = {"kind": "Deployment", "metadata": {"name": "ok"}, "spec": _pod("nginx:1")}
+    objects: list[dict[str, Any]] = [
+        {"kind": "Deployment", "metadata": {"name": "a", "annotations": "x"}, "spec": "oops"},
+        {
+            "kind": "Deployment",
+            "metadata": "oops",
+            "spec": {"template": {"spec": {"containers": "x"}}},
+        },
+        {"kind": "CronJob", "metadata": {"name": "c"}, "spec": {"jobTemplate": ["x"]}},
+        {
+            "kind": "Deployment",
+            "metadata": {"name": "d"},
+            "spec": {
+                "template": {
+                    "spec": {
+                        "containers": [{"name": "c", "image": "i:1"}],
+                        "imagePullSecrets": "nope",
+                    }
+                }
+            },
+        },
+        good,
+    ]
+    images = container_images(objects, "default")
+    assert images == [
+        ContainerImage("default:Deployment/d", "c", "i:1", False, ()),
+        ContainerImage("default:Deployment/ok", "c0", "nginx:1", False, ()),
+    ]
+    annotations = workload_annotations(objects, "default")
+    assert annotations["default:Deployment/a"] == {}
+    assert read_policy(annotations["default:Deployment/a"]).automated is False
