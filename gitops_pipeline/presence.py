@@ -28,6 +28,16 @@ class Worker:
     """Unix time of the worker's last announcement, by the worker's clock."""
 
 
+_FORGET_GONE = """
+for i = 2, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 0 then
+    redis.call('SREM', KEYS[1], ARGV[i - 1])
+  end
+end
+return 0
+"""
+
+
 def worker_key(prefix: str, hostname: str) -> str:
     return f"{prefix}worker:{hostname}"
 
@@ -62,7 +72,9 @@ def seen(client: redis.Redis, prefix: str) -> list[Worker]:
     records = cast(list[str | None], client.mget([worker_key(prefix, h) for h in hostnames]))
     gone = [host for host, raw in zip(hostnames, records, strict=True) if raw is None]
     if gone:
-        client.srem(index_key(prefix), *gone)
+        # Atomically, so a worker that announced itself again meanwhile stays listed.
+        keys = [index_key(prefix), *(worker_key(prefix, host) for host in gone)]
+        client.eval(_FORGET_GONE, len(keys), *keys, *gone)
     workers = []
     for raw in records:
         if raw is not None:
