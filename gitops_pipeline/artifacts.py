@@ -7,11 +7,14 @@ the same artifact: the sync record names its key, and it lives for `ARTIFACT_TTL
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any, cast
 
 import redis
 
 from gitops_pipeline.store import Keys
+
+log = logging.getLogger(__name__)
 
 
 def applied_objects(client: redis.Redis, keys: Keys, pipeline: str) -> list[dict[str, Any]]:
@@ -20,4 +23,10 @@ def applied_objects(client: redis.Redis, keys: Keys, pipeline: str) -> list[dict
     raw = cast(str | None, client.get(artifact)) if artifact else None
     if raw is None:
         return []
-    return [item["object"] for item in json.loads(raw)["objects"]]
+    try:
+        return [item["object"] for item in json.loads(raw)["objects"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        # Only `sync.generate` writes it; a damaged one reads as nothing rendered (the next sync
+        # renders it again) rather than failing every reader.
+        log.warning("rendered artifact %s of %s is unreadable: %s", artifact, pipeline, exc)
+        return []

@@ -8,6 +8,7 @@ worker's counts must live where the web process can read them: one Redis hash pe
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 from typing import cast
 
@@ -45,8 +46,15 @@ def read_many(client: redis.Redis, prefix: str, metrics: Iterable[str]) -> dict[
 
 
 def _samples(raw: dict[str | bytes, str | bytes]) -> Samples:
+    """The readable samples; a damaged field or value is left out rather than failing a scrape."""
     out: Samples = []
     for field, value in raw.items():
-        text = field.decode() if isinstance(field, bytes) else field
-        out.append((json.loads(text), float(value)))
+        try:
+            text = field.decode() if isinstance(field, bytes) else field
+            labels = json.loads(text)
+            number = float(value)
+        except (ValueError, UnicodeDecodeError):
+            continue
+        if isinstance(labels, dict) and math.isfinite(number):
+            out.append(({str(k): str(v) for k, v in labels.items()}, number))
     return out

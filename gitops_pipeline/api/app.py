@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
+import redis
 from celery import Celery
-from fastapi import FastAPI
-from fastapi.responses import Response
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from gitops_pipeline.api.health import router as health_router
@@ -18,6 +21,18 @@ from gitops_pipeline.config import Settings
 from gitops_pipeline.registry.cache import TagCache
 from gitops_pipeline.store import Keys, connect, connect_binary
 
+log = logging.getLogger(__name__)
+
+
+def redis_failed(request: Request, exc: Exception) -> JSONResponse:
+    """503 with why, for any handler that needed Redis and did not get it (not a bare 500)."""
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+        detail = f"Redis is unreachable: {exc}"
+    else:
+        detail = f"Redis failed: {exc}"
+    log.warning("%s %s: %s", request.method, request.url.path, detail)
+    return JSONResponse({"detail": detail}, status_code=503)
+
 
 def create_app(settings: Settings) -> FastAPI:
     # A sender of its own: the web process only enqueues, and never binds the global app.
@@ -29,6 +44,7 @@ def create_app(settings: Settings) -> FastAPI:
         docs_url="/api/docs",
         openapi_url="/api/v1/openapi.json",
     )
+    app.exception_handler(redis.RedisError)(redis_failed)
     app.state.settings = settings
     app.state.redis = connect(settings.redis_url)
     app.state.keys = Keys(settings.key_prefix)

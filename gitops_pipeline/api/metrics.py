@@ -19,6 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from gitops_pipeline import counters
+from gitops_pipeline.api.records import number
 from gitops_pipeline.celery_app import celery_config
 from gitops_pipeline.config import Settings
 from gitops_pipeline.store import Keys
@@ -75,19 +76,19 @@ class SyncCollector(Collector):
         records = cast(list[dict[str, str]], pipe.execute())
         for pipeline, record in zip(self._settings.pipelines, records, strict=True):
             name = pipeline.name
-            if "duration_seconds" in record:
-                duration.add_metric([name, "total"], float(record["duration_seconds"]))
-            for stage in _STAGES:
-                if f"{stage}_seconds" in record:
-                    duration.add_metric([name, stage], float(record[f"{stage}_seconds"]))
-            for result in _RESULTS:
-                if result in record:
-                    objects.add_metric([name, result], float(record[result]))
-            if "last_success_at" in record:
-                success.add_metric([name], float(record["last_success_at"]))
+            # A field that is not a number (a corrupt record) skips its sample, not the scrape.
+            samples = [
+                (duration, [name, "total"], "duration_seconds"),
+                *((duration, [name, stage], f"{stage}_seconds") for stage in _STAGES),
+                *((objects, [name, result], result) for result in _RESULTS),
+                (success, [name], "last_success_at"),
+                (git_ready, [name], "git_ready"),
+            ]
+            for family, labels, field in samples:
+                value = number(record.get(field))
+                if value is not None:
+                    family.add_metric(labels, value)
             status.add_metric([name, record.get("status", "never-synced")], 1.0)
-            if "git_ready" in record:
-                git_ready.add_metric([name], float(record["git_ready"]))
         yield from families
 
 

@@ -7,16 +7,19 @@ is queued, then recorded as a job and enqueued (`automation.policy` / `automatio
 
 from __future__ import annotations
 
-import json
+import contextlib
+import logging
 from datetime import datetime
 from typing import Annotated, Any, cast
 
+import redis
 from celery import Celery
 from fastapi import APIRouter, HTTPException, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from gitops_pipeline import jobs
 from gitops_pipeline.api.deps import Admin, Read, known, state
+from gitops_pipeline.api.records import object_errors
 from gitops_pipeline.artifacts import applied_objects
 from gitops_pipeline.config import Settings
 from gitops_pipeline.images import list_images
@@ -25,6 +28,8 @@ from gitops_pipeline.policy.annotations import read_policy
 from gitops_pipeline.registry.cache import TagCache
 from gitops_pipeline.release import ReleaseError, workload_key
 from gitops_pipeline.tasks.operations import policy_update, release_spec
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/v1")
 
@@ -119,9 +124,7 @@ def workloads(
     objects = applied_objects(client, keys, name)
     default_ns = _namespace(settings, name)
     annotations = workload_annotations(objects, default_ns)
-    errors: dict[str, str] = json.loads(
-        cast(str | None, client.hget(keys.sync(name), "errors")) or "{}"
-    )
+    errors = object_errors(cast(str | None, client.hget(keys.sync(name), "errors")))
     found: dict[str, Workload] = {}
     for item in container_images(objects, default_ns):
         if namespace and not item.workload.startswith(f"{namespace}:"):
@@ -175,7 +178,7 @@ def images(
     listings = list_images(objects, _namespace(settings, name), cache, limit=limit)
     out = []
     for listing in listings:
-        if wanted is not None and workload_key(listing.workload) != wanted:
+        if wanted is not None and _key_or_none(listing.workload) != wanted:
             continue
         if namespace and not listing.workload.startswith(f"{namespace}:"):
             continue
@@ -197,6 +200,14 @@ def images(
     return out
 
 
+def _key_or_none(workload: str) -> str | None:
+    """`workload_key`, or None for a rendered object whose ref does not parse (no name)."""
+    try:
+        return workload_key(workload)
+    except ValueError:
+        return None
+
+
 def _writable(settings: Settings, name: str) -> None:
     """409 for a write to a pipeline whose repository is read-only to the operator."""
     if settings.pipeline(name).git.readonly:
@@ -207,7 +218,15 @@ def _enqueue(request: Request, name: str, kind: str, body: dict[str, Any]) -> Jo
     _, client, keys = state(request)
     job_id = jobs.create(client, keys.prefix, name, kind, body)
     celery: Celery = request.app.state.celery
-    celery.send_task(f"automation.{kind}", args=[job_id, name], ignore_result=True)
+    try:
+        celery.send_task(f"automation.{kind}", args=[job_id, name], ignore_result=True)
+    except Exception as exc:  # the broker refused or is down: kombu's errors have no common base
+        reason = f"could not queue: {exc}"
+        log.warning("job %s (%s of %s) %s", job_id, kind, name, reason)
+        # Without Redis either, the job expires queued; the answer below still says why.
+        with contextlib.suppress(redis.RedisError):
+            jobs.fail(client, keys.prefix, job_id, reason)
+        raise HTTPException(503, f"could not queue the {kind} job: {exc}") from None
     return JobRef(job=job_id)
 
 
@@ -244,7 +263,17 @@ def release(name: str, body: ReleaseRequest, request: Request, scope: Admin) -> 
 def job(job_id: str, request: Request, scope: Read) -> Job:
     """A job's status, per-workload outcome, commit and whether a sync applied it."""
     _, client, keys = state(request)
-    found = jobs.get(client, keys.prefix, job_id)
-    if found is None:
-        raise HTTPException(404, f"unknown job {job_id!r} (jobs are kept for 7 days)")
-    return Job.model_validate(found)
+    unknown = HTTPException(404, f"unknown job {job_id!r} (jobs are kept for 7 days)")
+    try:
+        found = jobs.get(client, keys.prefix, job_id)
+    except ValueError:  # its request or result is not JSON: not a job this API wrote
+        log.warning("job %s: its hash is unreadable", job_id)
+        raise unknown from None
+    # A hash without an id is what a late write to an expired job leaves: no job at all.
+    if found is None or "id" not in found:
+        raise unknown
+    try:
+        return Job.model_validate(found)
+    except ValidationError:
+        log.warning("job %s: its hash is incomplete", job_id)
+        raise unknown from None

@@ -8,7 +8,6 @@ an error or an event can only ever show up as text. Who may see it is `api.statu
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from gitops_pipeline import events
 from gitops_pipeline.api.auth import require
+from gitops_pipeline.api.records import number, object_errors
 from gitops_pipeline.artifacts import applied_objects
 from gitops_pipeline.config import Pipeline, Settings
 from gitops_pipeline.images import ContainerImages, list_images
@@ -135,23 +135,6 @@ def ago(timestamp: float | None, now: float) -> str:
     return f"{seconds} s ago"
 
 
-def _number(text: str | None) -> float | None:
-    try:
-        return float(text) if text else None
-    except ValueError:
-        return None
-
-
-def _object_errors(raw: str | None) -> dict[str, str]:
-    try:
-        errors = json.loads(raw) if raw else {}
-    except ValueError:
-        errors = None
-    if not isinstance(errors, dict):
-        return {"(sync record)": "the per-object errors are unreadable"}
-    return {str(ref): str(message) for ref, message in errors.items()}
-
-
 def _newer_tags(listing: ContainerImages, cache: TagCache) -> set[str]:
     """The allowed tags newer than the running one: by version for semver filters, else by
     the image's created time (unknown when the running tag's image is not cached)."""
@@ -218,7 +201,7 @@ def _pipeline(
 ) -> PipelineView:
     record = cast(dict[str, str], client.hgetall(keys.sync(pipeline.name)))
     revision = record.get("revision", "")
-    finished = _number(record.get("finished_at"))
+    finished = number(record.get("finished_at"))
     objects = applied_objects(client, keys, pipeline.name)
     workloads = _workloads(objects, pipeline.cluster.default_namespace, cache)
     if not revision:
@@ -242,7 +225,7 @@ def _pipeline(
         last_sync_ago=ago(finished, now),
         error=record.get("error", ""),
         verify_error=record.get("verify_error", ""),
-        object_errors=_object_errors(record.get("errors")),
+        object_errors=object_errors(record.get("errors")),
         workloads=workloads,
         workloads_note=note,
         events=[EventView(utc(e.time), e.kind, e.message) for e in reversed(recent)],

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any, Literal, cast
 
 import redis
 from fastapi import APIRouter, HTTPException, Query, Request
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 
 from gitops_pipeline import events, identity
 from gitops_pipeline.api.deps import Admin, Read, known, state
+from gitops_pipeline.api.records import number, object_errors
 from gitops_pipeline.errors import ConfigError
 from gitops_pipeline.store import Keys
 
@@ -49,11 +49,6 @@ class PipelineStatus(BaseModel):
     generate_seconds: float | None = None
     apply_seconds: float | None = None
 
-    @field_validator("errors", mode="before")
-    @classmethod
-    def _decode_errors(cls, value: object) -> object:
-        return json.loads(value) if isinstance(value, str) else value
-
 
 class Event(BaseModel):
     id: str = Field(description="stream id; pass it as `after` to read what came later")
@@ -87,9 +82,35 @@ class IdentityOut(BaseModel):
     in_use: bool = Field(description="whether git uses it (the pipeline's URL is an ssh URL)")
 
 
+_COUNTS = ("applied", "unchanged", "ignored", "failed", "deleted")
+_TIMES = (
+    "started_at",
+    "finished_at",
+    "last_success_at",
+    "duration_seconds",
+    "fetch_seconds",
+    "generate_seconds",
+    "apply_seconds",
+)
+_TEXTS = ("status", "run", "head", "revision", "error", "verify_error", "artifact")
+
+
 def _status(client: redis.Redis, keys: Keys, name: str) -> dict[str, Any]:
+    """The sync record's fields as `PipelineStatus` takes them; a corrupt field reads as absent
+    (a corrupt `errors` as `records.UNREADABLE_ERRORS`), so one bad field costs no 500."""
     raw = cast(dict[str, str], client.hgetall(keys.sync(name)))
-    return {**raw, "name": name}
+    fields: dict[str, Any] = {f: raw[f] for f in _TEXTS if f in raw}
+    for field in _COUNTS:
+        count = number(raw.get(field))
+        if count is not None and count.is_integer():
+            fields[field] = int(count)
+    for field in _TIMES:
+        fields[field] = number(raw.get(field))
+    if raw.get("git_ready") in ("0", "1"):
+        fields["git_ready"] = raw["git_ready"] == "1"
+    if "errors" in raw:
+        fields["errors"] = object_errors(raw["errors"])
+    return {**fields, "name": name}
 
 
 def _events(found: list[events.Event]) -> list[Event]:
@@ -152,9 +173,12 @@ def sync(name: str, request: Request, scope: Admin) -> SyncRequested:
     known(settings, name)
     previous_run = cast(str | None, client.hget(keys.sync(name), "run")) or ""
     newest = events.recent(client, keys, name, count=1)
-    result = request.app.state.celery.send_task(
-        "sync.trigger", args=[name], kwargs={"full": True}, ignore_result=True
-    )
+    try:
+        result = request.app.state.celery.send_task(
+            "sync.trigger", args=[name], kwargs={"full": True}, ignore_result=True
+        )
+    except Exception as exc:  # the broker refused or is down: kombu's errors have no common base
+        raise HTTPException(503, f"could not queue the sync: {exc}") from None
     return SyncRequested(
         job=str(result.id),
         previous_run=previous_run,

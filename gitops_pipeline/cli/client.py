@@ -30,19 +30,39 @@ if not console.is_terminal:
     console = Console(width=1000)
 
 
-def fail(message: str) -> NoReturn:
-    """Print `Error: <message>` on stderr and exit 1."""
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print `Error: <message>` on stderr and exit `code` (1; 2 for a usage error)."""
     click.echo(f"Error: {message}", err=True)
-    sys.exit(1)
+    sys.exit(code)
 
 
 class Api:
-    """The REST API, with every failure turned into a one-line `fail`."""
+    """The REST API, with every failure turned into a one-line `fail`.
+
+    The HTTP client is built on the first request, so a command that needs no API (completion,
+    install) runs whatever `--url` and `--token` say; a bad one is a usage error (exit 2) then.
+    """
 
     def __init__(self, url: str, token: str | None) -> None:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._client = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=TIMEOUT)
         self._url = url
+        self._token = token
+        self._http: httpx.Client | None = None
+
+    @property
+    def _client(self) -> httpx.Client:
+        if self._http is None:
+            token = self._token
+            if token and not (token.isascii() and token.isprintable()):
+                # It goes into an HTTP header, which httpx would refuse with a traceback.
+                fail("--token (GITOPS_TOKEN) must be printable ASCII", code=2)
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            try:
+                self._http = httpx.Client(
+                    base_url=self._url.rstrip("/"), headers=headers, timeout=TIMEOUT
+                )
+            except httpx.InvalidURL as exc:
+                fail(f"--url (GITOPS_URL) {self._url!r} is not a valid URL: {exc}", code=2)
+        return self._http
 
     def call(
         self,
@@ -55,7 +75,7 @@ class Api:
         """The decoded JSON body of a successful response (None when it has none)."""
         try:
             response = self._client.request(method, path, params=params, json=body)
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as exc:  # IDNA: a bad host
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             fail(f"cannot reach the API at {self._url}: {reason}")
         if not response.is_success:

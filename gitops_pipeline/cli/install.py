@@ -146,16 +146,28 @@ def install(
     _check(values)
     if not (base / "kustomization.yaml").is_file():
         fail(f"{base} is not a kustomize base (no kustomization.yaml); pass --base")
-    files = render(base, values)
+    try:
+        files = render(base, values)
+    except OSError as exc:
+        fail(f"cannot read the kustomize base {base}: {_reason(exc)}")
     if output_dir is None:
         manifests = [text for file, text in files.items() if file != "kustomization.yaml"]
         click.echo("---\n".join(manifests), nl=False)
     else:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        for file, text in files.items():
-            (output_dir / file).write_text(text)
+        try:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            for file, text in files.items():
+                (output_dir / file).write_text(text)
+        except OSError as exc:
+            fail(f"cannot write the manifests into {output_dir}: {_reason(exc)}")
     secrets = ", ".join(f"{secret} (key {key})" for secret, key in SECRETS)
     click.echo(f"note: create the secrets {secrets} in namespace {namespace}", err=True)
+
+
+def _reason(exc: OSError) -> str:
+    """`exc` in one line: what failed and on which file, without Python's error number."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    return f"{exc.strerror or exc}{where}"
 
 
 def _check(values: Values) -> None:

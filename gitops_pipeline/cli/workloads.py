@@ -34,8 +34,18 @@ workload_option = click.option(
     "--workload", "-w", required=True, help="workload as namespace:kind/name"
 )
 watch_option = click.option("--watch", is_flag=True, help="wait until the commit is applied")
+
+
+def _login_name() -> str:
+    """The login name, or "" where there is none (no USER/LOGNAME and no passwd entry)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return ""
+
+
 user_option = click.option(
-    "--user", default=getpass.getuser, show_default="the login name", help="who locks"
+    "--user", default=_login_name, show_default="the login name", help="who locks"
 )
 
 

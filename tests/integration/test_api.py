@@ -3,9 +3,12 @@ metrics."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -13,8 +16,9 @@ import yaml
 from celery.contrib.testing.worker import start_worker
 from fastapi.testclient import TestClient
 
-from gitops_pipeline import events
+from gitops_pipeline import events, jobs
 from gitops_pipeline.api.app import create_app
+from gitops_pipeline.api.records import UNREADABLE_ERRORS
 from gitops_pipeline.celery_app import app, configure
 from gitops_pipeline.config import Settings, parse_settings
 from gitops_pipeline.store import Keys
@@ -285,3 +289,288 @@ def test_readyz_follows_a_real_worker(
     # A worker that stops cleanly withdraws at once rather than after its TTL.
     hostnames = [w["hostname"] for w in api.get("/readyz").json()["workers"]]
     assert worker.hostname not in hostnames
+
+
+# --- Redis or the broker down -------------------------------------------------------------------
+
+
+@pytest.fixture
+def redis_down(key_prefix: str) -> TestClient:
+    """The app with its Redis (and so its broker) on a port nothing listens on."""
+    config = {
+        "redis_url": f"redis://127.0.0.1:{free_port()}/0",
+        "key_prefix": key_prefix,
+        "api": {"tokens": [{"token": ADMIN, "scope": "admin"}]},
+        "pipelines": [{"name": "sample-app", "git": {"url": "file:///srv/sample-app.git"}}],
+    }
+    return TestClient(create_app(parse_settings(yaml.safe_dump(config), "test", {})))
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/api/v1/pipelines"),
+        ("GET", "/api/v1/pipelines/sample-app"),
+        ("GET", "/api/v1/pipelines/sample-app/events"),
+        ("GET", "/api/v1/pipelines/sample-app/workloads"),
+        ("GET", "/api/v1/pipelines/sample-app/images"),
+        ("GET", "/api/v1/jobs/x"),
+        ("POST", "/api/v1/pipelines/sample-app/sync"),
+        ("GET", "/metrics"),
+    ],
+)
+def test_redis_down_is_503_with_why(redis_down: TestClient, method: str, path: str) -> None:
+    response = redis_down.request(method, path, headers=_auth(ADMIN))
+    assert response.status_code == 503, response.text
+    assert response.json()["detail"].startswith("Redis is unreachable: ")
+
+
+def test_redis_down_still_answers_401_and_404_first(redis_down: TestClient) -> None:
+    assert redis_down.get("/api/v1/pipelines").status_code == 401
+    assert redis_down.get("/api/v1/pipelines/nope", headers=_auth(ADMIN)).status_code == 404
+
+
+def test_a_write_the_broker_refuses_is_503_and_its_job_failed(settings: Settings) -> None:
+    # Redis (the job store) answers; the broker the app sends to does not.
+    app = create_app(settings)
+    app.state.celery.conf.broker_url = f"redis://127.0.0.1:{free_port()}/0"
+    api = TestClient(app)
+    body = {"workloads": ["default:Deployment/web"], "automate": True}
+    response = api.post("/api/v1/pipelines/sample-app/policy", json=body, headers=_auth(ADMIN))
+    assert response.status_code == 503, response.text
+    assert response.json()["detail"].startswith("could not queue the policy job: ")
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    (key,) = client.keys(f"{settings.key_prefix}job:*")
+    job_id = key.removeprefix(f"{settings.key_prefix}job:")
+    stored = jobs.get(client, settings.key_prefix, job_id)
+    assert stored is not None
+    assert stored["status"] == "failed"
+    assert stored["error"].startswith("could not queue: ")
+    shown = api.get(f"/api/v1/jobs/{job_id}", headers=_auth(READ)).json()
+    assert (shown["status"], shown["error"]) == ("failed", stored["error"])
+
+    refused = api.post("/api/v1/pipelines/sample-app/sync", headers=_auth(ADMIN))
+    assert refused.status_code == 503
+    assert refused.json()["detail"].startswith("could not queue the sync: ")
+
+
+# --- jobs ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"status": "failed", "error": "the job expired before it ran"},
+        {"id": "partial", "status": "queued"},
+        {"id": "partial", "pipeline": "sample-app", "kind": "policy", "request": "not json"},
+    ],
+    ids=["no-id", "no-request", "request-not-json"],
+)
+def test_a_partial_job_hash_is_an_unknown_job(
+    api: TestClient, settings: Settings, fields: dict[str, str]
+) -> None:
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    client.hset(f"{settings.key_prefix}job:partial", mapping=fields)
+    response = api.get("/api/v1/jobs/partial", headers=_auth(READ))
+    assert response.status_code == 404
+    assert response.json()["detail"] == "unknown job 'partial' (jobs are kept for 7 days)"
+
+
+def test_a_job_as_written(api: TestClient, settings: Settings) -> None:
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    job_id = jobs.create(client, settings.key_prefix, "sample-app", "policy", {"workloads": []})
+    shown = api.get(f"/api/v1/jobs/{job_id}", headers=_auth(READ)).json()
+    assert (shown["id"], shown["status"], shown["request"]) == (job_id, "queued", {"workloads": []})
+
+
+# --- workloads and images from the applied revision ---------------------------------------------
+
+REVISION = "0123456789abcdef0123456789abcdef01234567"
+
+
+def _deployment(name: str, namespace: str | None, containers: dict[str, str]) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "annotations": {"fluxcd.io/automated": "true"}}
+    if namespace:
+        meta["namespace"] = namespace
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": meta,
+        "spec": {
+            "template": {
+                "spec": {"containers": [{"name": c, "image": i} for c, i in containers.items()]}
+            }
+        },
+    }
+
+
+def _seed_applied(settings: Settings, **record: str) -> None:
+    """A synced revision as `sync.generate` and `sync.apply` leave it: the rendered artifact
+    and the sync record naming it (with `record` overriding fields)."""
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    keys = Keys(settings.key_prefix)
+    objects = [
+        _deployment("web", None, {"web": "registry.example/team/web:1.0.0"}),
+        _deployment(
+            "api",
+            "team",
+            {"api": "registry.example/team/api:2.0.0", "proxy": "registry.example/proxy:1.1"},
+        ),
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"}},
+    ]
+    artifact = keys.artifact(hashlib.sha256(f"sample-app@{REVISION}".encode()).hexdigest())
+    payload = {
+        "pipeline": "sample-app",
+        "revision": REVISION,
+        "objects": [{"source": "deploy/app.yaml", "object": obj} for obj in objects],
+    }
+    client.set(artifact, json.dumps(payload), ex=3600)
+    now = time.time()
+    fields = {
+        "status": "synced-with-errors",
+        "run": "run-1",
+        "head": REVISION,
+        "revision": REVISION,
+        "artifact": artifact,
+        "git_ready": "1",
+        "applied": "2",
+        "unchanged": "0",
+        "ignored": "0",
+        "failed": "1",
+        "deleted": "0",
+        "errors": json.dumps({"team:Deployment/api": "admission webhook denied it"}),
+        "error": "",
+        "started_at": f"{now - 2:.3f}",
+        "finished_at": f"{now:.3f}",
+        "duration_seconds": "2.000",
+        "apply_seconds": "0.500",
+    }
+    client.hset(keys.sync("sample-app"), mapping={**fields, **record})
+
+
+WORKLOADS = "/api/v1/pipelines/sample-app/workloads"
+IMAGES = "/api/v1/pipelines/sample-app/images"
+
+
+def test_workloads_and_their_filters(api: TestClient, settings: Settings) -> None:
+    _seed_applied(settings)
+    listed = api.get(WORKLOADS, headers=_auth(READ)).json()
+    assert {w["id"]: w["sync"] for w in listed} == {
+        "default:Deployment/web": "applied",
+        "team:Deployment/api": "admission webhook denied it",
+    }
+    api_workload = next(w for w in listed if w["id"] == "team:Deployment/api")
+    assert [c["name"] for c in api_workload["containers"]] == ["api", "proxy"]
+    assert api_workload["automated"] is True
+
+    def ids(**params: str) -> list[str]:
+        response = api.get(WORKLOADS, params=params, headers=_auth(READ))
+        assert response.status_code == 200
+        return [w["id"] for w in response.json()]
+
+    assert ids(namespace="team") == ["team:Deployment/api"]
+    assert ids(namespace="default") == ["default:Deployment/web"]
+    assert ids(namespace="nowhere") == []
+    assert ids(container="proxy") == ["team:Deployment/api"]
+    assert ids(container="web") == ["default:Deployment/web"]
+    assert ids(namespace="team", container="proxy") == ["team:Deployment/api"]
+    assert ids(namespace="team", container="web") == []
+    assert ids(namespace="default", container="proxy") == []
+
+
+def test_images_of_one_workload_and_refusals(api: TestClient, settings: Settings) -> None:
+    _seed_applied(settings)
+    everything = api.get(IMAGES, headers=_auth(READ)).json()
+    assert [(i["workload"], i["container"]) for i in everything] == [
+        ("default:Deployment/web", "web"),
+        ("team:Deployment/api", "api"),
+        ("team:Deployment/api", "proxy"),
+    ]
+    # Kinds compare case-insensitively, as fluxctl's do.
+    one = api.get(IMAGES, params={"workload": "team:deployment/api"}, headers=_auth(READ))
+    assert one.status_code == 200
+    assert [i["container"] for i in one.json()] == ["api", "proxy"]
+    assert one.json()[0]["image"] == "registry.example/team/api:2.0.0"
+    in_team = api.get(IMAGES, params={"namespace": "team"}, headers=_auth(READ)).json()
+    assert {i["workload"] for i in in_team} == {"team:Deployment/api"}
+
+    malformed = api.get(IMAGES, params={"workload": "just-a-name"}, headers=_auth(READ))
+    assert malformed.status_code == 400
+    assert "is not of the form namespace:Kind/name" in malformed.json()["detail"]
+    unknown = api.get(IMAGES, params={"workload": "team:Deployment/nope"}, headers=_auth(READ))
+    assert unknown.status_code == 404
+    assert unknown.json()["detail"] == (
+        "workload team:Deployment/nope not found in pipeline 'sample-app'"
+    )
+    assert api.get(IMAGES, params={"limit": 0}, headers=_auth(READ)).status_code == 422
+    assert api.get(IMAGES, params={"limit": 1}, headers=_auth(READ)).status_code == 200
+
+
+# --- corrupt sync records -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("errors", ["not json", "[1, 2]", '"a string"', "[" * 100_000])
+def test_unreadable_per_object_errors_are_no_500(
+    api: TestClient, settings: Settings, errors: str
+) -> None:
+    _seed_applied(settings, errors=errors)
+    detail = api.get("/api/v1/pipelines/sample-app", headers=_auth(READ))
+    assert detail.status_code == 200, detail.text
+    assert detail.json()["errors"] == UNREADABLE_ERRORS  # as the status page shows it
+    assert detail.json()["revision"] == REVISION
+    (listed,) = api.get("/api/v1/pipelines", headers=_auth(READ)).json()
+    assert listed["errors"] == UNREADABLE_ERRORS
+    workloads = api.get(WORKLOADS, headers=_auth(READ))
+    assert workloads.status_code == 200, workloads.text
+    assert {w["sync"] for w in workloads.json()} == {"applied"}
+
+
+def test_corrupt_numbers_in_the_sync_record_read_as_absent(
+    api: TestClient, settings: Settings
+) -> None:
+    _seed_applied(settings, applied="abc", failed="1.5", duration_seconds="nan", git_ready="maybe")
+    response = api.get("/api/v1/pipelines/sample-app", headers=_auth(READ))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    for field in ("applied", "failed", "duration_seconds", "git_ready"):
+        assert field not in body, field
+    assert (body["unchanged"], body["apply_seconds"], body["status"]) == (
+        0,
+        0.5,
+        "synced-with-errors",
+    )
+
+
+def test_metrics_skip_a_corrupt_sample_not_the_scrape(api: TestClient, settings: Settings) -> None:
+    _seed_applied(settings, duration_seconds="abc", applied="", failed="inf")
+    response = api.get("/metrics")
+    assert response.status_code == 200, response.text
+    text = response.text
+    assert 'gitops_sync_duration_seconds{pipeline="sample-app",stage="apply"} 0.5' in text
+    assert 'stage="total"' not in text
+    assert 'result="applied"' not in text and 'result="failed"' not in text
+    assert 'gitops_sync_objects{pipeline="sample-app",result="unchanged"} 0.0' in text
+    assert 'gitops_git_ready{pipeline="sample-app"} 1.0' in text
+    assert 'gitops_sync_status{pipeline="sample-app",status="synced-with-errors"} 1.0' in text
+
+
+def test_damaged_artifact_and_counters_are_read_around(api: TestClient, settings: Settings) -> None:
+    """A damaged rendered artifact reads as nothing rendered, and a damaged counter field or
+    value is left out of the scrape: no 500, and the readable rest is still there."""
+    _seed_applied(settings)
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    keys = Keys(settings.key_prefix)
+    client.set(str(client.hget(keys.sync("sample-app"), "artifact")), "{not json")
+    for path in ("workloads", "images"):
+        response = api.get(f"/api/v1/pipelines/sample-app/{path}", headers=_auth(READ))
+        assert response.status_code == 200 and response.json() == [], (path, response.text)
+    assert api.get("/").status_code == 200
+
+    metric = f"{settings.key_prefix}metrics:syncs"
+    client.hset(metric, json.dumps({"pipeline": "sample-app", "result": "success"}), "3")
+    client.hset(metric, "{not json", "1")
+    client.hset(metric, json.dumps({"pipeline": "sample-app", "result": "failed"}), "many")
+    scrape = api.get("/metrics")
+    assert scrape.status_code == 200
+    lines = [line for line in scrape.text.splitlines() if line.startswith("gitops_syncs_total")]
+    assert lines == ['gitops_syncs_total{pipeline="sample-app",result="success"} 3.0']

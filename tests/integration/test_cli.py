@@ -3,6 +3,7 @@ also against a real worker and kube-apiserver, `install` against kubectl and kub
 
 from __future__ import annotations
 
+import pwd
 import queue
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -23,6 +25,7 @@ from kubernetes import client as k8s
 from kubernetes.dynamic import DynamicClient
 
 from gitops_pipeline.api.app import create_app
+from gitops_pipeline.cli import workloads
 from gitops_pipeline.cli.main import cli
 from gitops_pipeline.config import ApiSettings, Settings, parse_settings
 from gitops_pipeline.events import record
@@ -149,6 +152,87 @@ def test_clear_one_line_errors(api_url: str) -> None:
     assert code == 1
     assert out.startswith(f"Error: cannot reach the API at {unreachable}")
     assert len(out.strip().splitlines()) == 1
+
+
+def test_redis_down_is_one_error_line(settings: Settings) -> None:
+    dead = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
+    with _serve(dead) as url:
+        result = _invoke(url, "pipelines")
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(
+        "Error: the API failed (503 Service Unavailable): Redis is unreachable: "
+    )
+
+
+BAD_URL = "http://[::1"
+
+
+def test_a_malformed_url_is_a_usage_error_where_the_api_is_needed() -> None:
+    result = CliRunner().invoke(cli, ["--url", BAD_URL, "pipelines"])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [
+        f"Error: --url (GITOPS_URL) {BAD_URL!r} is not a valid URL: Invalid port: ':1'"
+    ]
+    # Commands that need no API do not care.
+    completion = CliRunner().invoke(cli, ["--url", BAD_URL, "completion", "bash"])
+    assert completion.exit_code == 0, completion.output
+    assert "_GITOPSCTL_COMPLETE" in completion.output
+    install_ = CliRunner().invoke(cli, [*INSTALL], env={"GITOPS_URL": BAD_URL})
+    assert install_.exit_code == 0, install_.output
+
+
+def test_a_host_name_too_long_for_idna_is_one_error_line() -> None:
+    url = f"http://{'a' * 300}"
+    result = CliRunner().invoke(cli, ["--url", url, "pipelines"])
+    assert result.exit_code == 1, result.output
+    (line,) = result.output.splitlines()
+    assert line.startswith(f"Error: cannot reach the API at {url}: ")
+
+
+@pytest.mark.parametrize("token", ["tökén", "line\nbreak"])
+def test_a_token_that_cannot_be_a_header_is_a_usage_error(api_url: str, token: str) -> None:
+    result = _invoke(api_url, "pipelines", token=token)
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [
+        "Error: --token (GITOPS_TOKEN) must be printable ASCII"
+    ]
+
+
+def test_install_into_a_path_through_a_file_is_one_error_line(tmp_path: Path) -> None:
+    taken = tmp_path / "gitops"
+    taken.write_text("not a directory\n")
+    # The file itself is refused by click as a usage error; a path through it, here.
+    itself = CliRunner().invoke(cli, [*INSTALL, "-o", str(taken)])
+    assert itself.exit_code == 2
+    assert f"Directory '{taken}' is a file" in itself.output
+    for inside in (taken / "base", taken / "deeper" / "base"):
+        result = CliRunner().invoke(cli, [*INSTALL, "-o", str(inside)])
+        assert result.exit_code == 1, result.output
+        assert result.stdout == ""
+        (line,) = result.stderr.splitlines()
+        assert line.startswith(f"Error: cannot write the manifests into {inside}: ")
+    assert taken.read_text() == "not a directory\n"
+
+
+def test_lock_without_a_login_name_sends_no_user(monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[dict[str, Any]] = []
+    monkeypatch.setattr(workloads, "_run_job", lambda api, p, kind, body, watch: sent.append(body))
+
+    def no_entry(uid: int) -> pwd.struct_passwd:
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+    monkeypatch.setattr(pwd, "getpwuid", no_entry)
+    nobody = dict.fromkeys(("LOGNAME", "USER", "LNAME", "USERNAME"))
+    lock = ["lock", "-p", "sample-app", "-w", "default:Deployment/web"]
+    result = CliRunner().invoke(cli, lock, env=nobody)
+    assert result.exit_code == 0, result.output
+    assert sent[-1]["user"] == ""
+    result = CliRunner().invoke(cli, lock, env={**nobody, "USER": "alice"})
+    assert (result.exit_code, sent[-1]["user"]) == (0, "alice")
+    result = CliRunner().invoke(cli, [*lock, "--user", "bob"], env=nobody)
+    assert (result.exit_code, sent[-1]["user"]) == (0, "bob")
 
 
 @pytest.mark.parametrize(
