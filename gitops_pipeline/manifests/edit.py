@@ -43,11 +43,9 @@ from gitops_pipeline.manifests.fluxyaml import (
     CommandUpdated,
     FluxConfig,
     PatchUpdated,
-    ScanForFiles,
-    load_config,
     patch_file_path,
 )
-from gitops_pipeline.manifests.generate import generate
+from gitops_pipeline.manifests.generate import generate, path_sources
 from gitops_pipeline.manifests.load import (
     SAFE_LOADER,
     Manifest,
@@ -917,18 +915,12 @@ def _locate(
 ) -> _Found:
     """Where the workload comes from: which plain file, or which path's generators (run here,
     as rendering runs them, and as Flux v1 ran them to find a workload)."""
-    files: set[Path] = set()
-    generated: list[_Generated] = []
-    seen: set[tuple[Path, Path]] = set()
-    for entry in paths:
-        base = resolve_path(root, entry)
-        config = load_config(root, base) if manifest_generation and base.is_dir() else None
-        if config is None or isinstance(config.directive, ScanForFiles):
-            files.update(yaml_files(root, base))
-        elif (config.path, base) not in seen:
-            seen.add((config.path, base))
-            generated.append(_Generated(base, config, generated_objects(root, base, config)))
-    candidates = [_Found(m, None) for m in load_files(root, files)] + [
+    sources = path_sources(root, paths, manifest_generation)
+    generated = [
+        _Generated(workdir, config, generated_objects(root, workdir, config))
+        for workdir, config in sources.generated
+    ]
+    candidates = [_Found(m, None) for m in load_files(root, sources.files)] + [
         _Found(m, g) for g in generated for m in g.objects
     ]
     index = find_workload([c.manifest for c in candidates], ref, namespace, ", ".join(paths))

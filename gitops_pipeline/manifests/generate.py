@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from gitops_pipeline.errors import ManifestError
@@ -218,6 +219,33 @@ def generate(root: Path, workdir: Path, config: FluxConfig) -> list[Manifest]:
     return apply_patches(manifests, text, patch_source)
 
 
+@dataclass(frozen=True)
+class PathSources:
+    """Where the configured paths' objects come from."""
+
+    files: set[Path]
+    """Plain YAML files."""
+    generated: list[tuple[Path, FluxConfig]]
+    """(working directory, `.flux.yaml`) of each generated path, once each, in path order."""
+
+
+def path_sources(root: Path, paths: list[str], manifest_generation: bool) -> PathSources:
+    """Which configured paths are plain YAML and which a `.flux.yaml` generates (see
+    `render_paths`); `root` must be resolved."""
+    files: set[Path] = set()
+    generated: list[tuple[Path, FluxConfig]] = []
+    seen: set[tuple[Path, Path]] = set()
+    for entry in paths:
+        base = resolve_path(root, entry)
+        config = load_config(root, base) if manifest_generation and base.is_dir() else None
+        if config is None or isinstance(config.directive, ScanForFiles):
+            files.update(yaml_files(root, base))
+        elif (config.path, base) not in seen:
+            seen.add((config.path, base))
+            generated.append((base, config))
+    return PathSources(files, generated)
+
+
 def render_paths(root: Path, paths: list[str], manifest_generation: bool) -> list[Manifest]:
     """The rendered set of objects over all configured `paths` of the tree at `root`.
 
@@ -231,17 +259,9 @@ def render_paths(root: Path, paths: list[str], manifest_generation: bool) -> lis
     sources, and nothing is returned from a set with any error.
     """
     root = root.resolve()
-    files: set[Path] = set()
-    generated: list[Manifest] = []
-    done: set[tuple[Path, Path]] = set()
-    for entry in paths:
-        base = resolve_path(root, entry)
-        config = load_config(root, base) if manifest_generation and base.is_dir() else None
-        if config is None or isinstance(config.directive, ScanForFiles):
-            files.update(yaml_files(root, base))
-        elif (config.path, base) not in done:
-            done.add((config.path, base))
-            generated.extend(generate(root, base, config))
-    manifests = load_files(root, files) + generated
+    sources = path_sources(root, paths, manifest_generation)
+    manifests = load_files(root, sources.files)
+    for workdir, config in sources.generated:
+        manifests.extend(generate(root, workdir, config))
     reject_duplicates(manifests)
     return manifests
