@@ -114,15 +114,15 @@ def pushed(
 def succeed(
     client: redis.Redis, prefix: str, job_id: str, pipeline: str, sha: str | None, result: Any
 ) -> None:
-    """Finish the job; a pushed commit waits for the sync that applies it."""
-    now = f"{time.time():.3f}"
-    if sha is None and client.hget(job_key(prefix, job_id), "sha"):
-        update(client, prefix, job_id, status="succeeded", finished_at=now)
-        return
-    if sha is not None:
+    """Finish the job; a pushed commit waits for the sync that applies it.
+
+    What `pushed` recorded stands: a run with nothing left to commit (the redelivery of one
+    that pushed) does not blank it, and a pushed commit is not recorded twice."""
+    fields = {"status": "succeeded", "finished_at": f"{time.time():.3f}"}
+    recorded = cast(str | None, client.hget(job_key(prefix, job_id), "sha"))
+    if sha is not None and sha != recorded:
         pushed(client, prefix, job_id, pipeline, sha, result)
-    fields = {"status": "succeeded", "finished_at": now}
-    if sha is None:
+    elif sha is None and not recorded:
         fields.update(sha="", result=json.dumps(result), sync="")
     update(client, prefix, job_id, **fields)
 
