@@ -24,7 +24,7 @@ from gitops_pipeline.artifacts import applied_objects
 from gitops_pipeline.config import Settings
 from gitops_pipeline.images import list_images
 from gitops_pipeline.manifests.workloads import container_images, workload_annotations
-from gitops_pipeline.policy.annotations import read_policy
+from gitops_pipeline.policy.annotations import Policy, read_policy
 from gitops_pipeline.registry.cache import TagCache
 from gitops_pipeline.release import ReleaseError, workload_key
 from gitops_pipeline.tasks.operations import policy_update, release_spec
@@ -126,11 +126,13 @@ def workloads(
     annotations = workload_annotations(objects, default_ns)
     errors = object_errors(cast(str | None, client.hget(keys.sync(name), "errors")))
     found: dict[str, Workload] = {}
+    policies: dict[str, Policy] = {}
     for item in container_images(objects, default_ns):
         if namespace and not item.workload.startswith(f"{namespace}:"):
             continue
-        if item.workload not in found:
-            policy = read_policy(annotations.get(item.workload, {}))
+        policy = policies.get(item.workload)
+        if policy is None:
+            policy = policies[item.workload] = read_policy(annotations.get(item.workload, {}))
             found[item.workload] = Workload(
                 id=item.workload,
                 containers=[],
@@ -141,7 +143,6 @@ def workloads(
                 policy_errors=list(policy.errors),
                 sync=errors.get(item.workload) or "applied",
             )
-        policy = read_policy(annotations.get(item.workload, {}))
         found[item.workload].containers.append(
             Container(
                 name=item.container,
