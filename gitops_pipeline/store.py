@@ -14,23 +14,21 @@ CONNECT_TIMEOUT = 3.0
 
 def connect(url: str) -> redis.Redis:
     """A client with timeouts on every call; responses decoded as text."""
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=SOCKET_TIMEOUT,
-        socket_connect_timeout=CONNECT_TIMEOUT,
-        health_check_interval=30,
-        decode_responses=True,
-    )
+    return _client(url, decode=True)
 
 
 def connect_binary(url: str) -> redis.Redis:
     """Like `connect`, for values that are bytes (the packed tag cache)."""
+    return _client(url, decode=False)
+
+
+def _client(url: str, *, decode: bool) -> redis.Redis:
     return redis.Redis.from_url(
         url,
         socket_timeout=SOCKET_TIMEOUT,
         socket_connect_timeout=CONNECT_TIMEOUT,
         health_check_interval=30,
-        decode_responses=False,
+        decode_responses=decode,
     )
 
 
