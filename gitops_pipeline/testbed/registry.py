@@ -117,8 +117,23 @@ def write_htpasswd(path: Path, users: Mapping[str, str]) -> None:
 # --- server -----------------------------------------------------------------------------------
 
 
-def _registry_ready(url: str) -> bool:
-    return httpx.get(f"{url}/v2/", timeout=2.0).status_code in (200, 401)
+def serve_registry(
+    binary: str, workdir: Path, config: dict[str, Any], ready: tuple[int, ...]
+) -> ManagedProcess:
+    """Run ``docker-registry serve`` on ``config`` (written to ``workdir``) until ``/v2/``
+    answers one of the ``ready`` statuses."""
+    config_path = workdir / "config.yml"
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    # Only config.yml configures the registry: REGISTRY_* variables would override it.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
+    process = ManagedProcess(
+        "docker-registry", [binary, "serve", str(config_path)], workdir, env=env
+    ).start()
+    url = f"http://{config['http']['addr']}/v2/"
+    process.wait_until_ready(
+        lambda: httpx.get(url, timeout=2.0).status_code in ready, READY_TIMEOUT, what=url
+    )
+    return process
 
 
 def start_registry(
@@ -155,15 +170,7 @@ def start_registry(
         htpasswd = workdir / "htpasswd"
         write_htpasswd(htpasswd, htpasswd_users)
         config["auth"] = {"htpasswd": {"realm": REALM, "path": str(htpasswd)}}
-    config_path = workdir / "config.yml"
-    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-    # Only config.yml configures the registry: REGISTRY_* variables would override it.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
-    process = ManagedProcess(
-        "docker-registry", [binary, "serve", str(config_path)], workdir, env=env
-    ).start()
-    url = f"http://{HOST}:{port}"
-    process.wait_until_ready(lambda: _registry_ready(url), READY_TIMEOUT, what=f"{url}/v2/")
+    process = serve_registry(binary, workdir, config, ready=(200, 401))
     return RegistryServer(
         process=process, port=port, storage_dir=storage, users=dict(htpasswd_users or {})
     )

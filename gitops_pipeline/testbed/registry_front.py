@@ -19,11 +19,11 @@ import json
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Self
 from urllib.parse import parse_qs, quote, urlsplit
 
-from gitops_pipeline.testbed.registry import HOST
+from gitops_pipeline.testbed.loopback_http import LoopbackHTTP
 
 _HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "content-length"}
@@ -51,14 +51,13 @@ class RegistryFront:
     """``METHOD path?query`` of every request received, in order."""
     _faults: list[Fault] = field(default_factory=list, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
-    _server: ThreadingHTTPServer | None = field(default=None, init=False, repr=False)
-    _thread: threading.Thread | None = field(default=None, init=False, repr=False)
+    _http: LoopbackHTTP | None = field(default=None, init=False, repr=False)
 
     @property
     def host(self) -> str:
-        if self._server is None:
+        if self._http is None:
             raise RuntimeError("registry front not started")
-        return f"{HOST}:{self._server.server_address[1]}"
+        return self._http.address
 
     def inject(
         self,
@@ -104,20 +103,12 @@ class RegistryFront:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer((HOST, 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="registry-front", daemon=True
-        )
-        self._thread.start()
+        self._http = LoopbackHTTP(Handler, "registry-front")
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        if self._http is not None:
+            self._http.stop()
 
     def _take_fault(self, path: str) -> Fault | None:
         with self._lock:

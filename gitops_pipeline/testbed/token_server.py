@@ -19,28 +19,25 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import secrets
 import shutil
-import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
-import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
-from gitops_pipeline.testbed.process import ManagedProcess, free_port
-from gitops_pipeline.testbed.registry import HOST, READY_TIMEOUT, RegistryServer
+from gitops_pipeline.testbed.loopback_http import LoopbackHTTP
+from gitops_pipeline.testbed.process import free_port
+from gitops_pipeline.testbed.registry import HOST, RegistryServer, serve_registry
 
 ISSUER = "gitops-pipeline-testbed-issuer"
 SERVICE = "gitops-pipeline-testbed-registry"
@@ -129,14 +126,13 @@ class TokenServer:
     answer_fields: tuple[str, ...] = ("token", "access_token")
     issuer: str = ISSUER
     requests: list[TokenRequest] = field(default_factory=list)
-    _server: ThreadingHTTPServer | None = field(default=None, init=False, repr=False)
-    _thread: threading.Thread | None = field(default=None, init=False, repr=False)
+    _http: LoopbackHTTP | None = field(default=None, init=False, repr=False)
 
     @property
     def realm(self) -> str:
-        if self._server is None:
+        if self._http is None:
             raise RuntimeError("token server not started")
-        return f"http://{HOST}:{self._server.server_address[1]}/token"
+        return f"http://{self._http.address}/token"
 
     def start(self) -> Self:
         server = self
@@ -155,20 +151,12 @@ class TokenServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer((HOST, 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="token-server", daemon=True
-        )
-        self._thread.start()
+        self._http = LoopbackHTTP(Handler, "token-server")
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        if self._http is not None:
+            self._http.stop()
 
     def _user(self, authorization: str | None) -> tuple[str | None, bool]:
         """The authenticated user (or None) and whether the request may proceed."""
@@ -251,16 +239,5 @@ def start_token_registry(
             }
         },
     }
-    config_path = workdir / "config.yml"
-    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
-    process = ManagedProcess(
-        "docker-registry", [binary, "serve", str(config_path)], workdir, env=env
-    ).start()
-    url = f"http://{HOST}:{port}"
-    process.wait_until_ready(
-        lambda: httpx.get(f"{url}/v2/", timeout=2.0).status_code == 401,
-        READY_TIMEOUT,
-        what=f"{url}/v2/",
-    )
+    process = serve_registry(binary, workdir, config, ready=(401,))
     return RegistryServer(process=process, port=port, storage_dir=storage)
