@@ -238,8 +238,6 @@ def policy(name: str, body: PolicyRequest, request: Request, scope: Admin) -> Jo
     data = body.model_dump()
     try:
         policy_update(data)
-        for workload in body.workloads:
-            workload_key(workload)
     except ValueError as exc:
         raise HTTPException(400, str(exc)) from None
     _writable(request.app.state.settings, name)

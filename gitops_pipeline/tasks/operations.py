@@ -84,6 +84,8 @@ def policy_update(request: dict[str, Any]) -> PolicyUpdate:
     update.check()
     if not request.get("workloads"):
         raise ValueError("name at least one workload")
+    for workload in request["workloads"]:
+        workload_key(workload)  # ReleaseError (a ValueError) for a malformed id
     return update
 
 
