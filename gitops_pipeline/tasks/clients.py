@@ -8,7 +8,7 @@ from typing import Any
 
 import redis
 
-from gitops_pipeline import runtime
+from gitops_pipeline import identity, runtime
 from gitops_pipeline.artifacts import applied_objects
 from gitops_pipeline.cluster.client import api_client, cluster_id, dynamic_client
 from gitops_pipeline.config import Pipeline
@@ -37,3 +37,11 @@ def tag_cache() -> TagCache:
 def rendered_objects(pipeline: Pipeline) -> list[dict[str, Any]]:
     """The objects of the pipeline's last applied revision (empty before its first sync)."""
     return applied_objects(runtime.redis_client(), runtime.keys(), pipeline.name)
+
+
+def git_credentials(pipeline: Pipeline) -> tuple[Path | None, str | None]:
+    """The SSH key file (configured, or the generated deploy key) and token git uses for the
+    pipeline's remote, for its mirror and its working copy alike."""
+    git = pipeline.git
+    key = identity.key_file(runtime.settings(), runtime.redis_client(), pipeline.name)
+    return key, git.token.get_secret_value() if git.token else None

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
-from gitops_pipeline import events, identity, runtime
+from gitops_pipeline import events, runtime
 from gitops_pipeline.celery_app import app
 from gitops_pipeline.config import Pipeline
 from gitops_pipeline.errors import SignatureError
@@ -19,6 +19,7 @@ from gitops_pipeline.git.commit import Change, CommitResult, WorkingCopy
 from gitops_pipeline.git.mirror import auth_env
 from gitops_pipeline.git.verify import Keyring, verify_range
 from gitops_pipeline.locks import FencedLock
+from gitops_pipeline.tasks.clients import git_credentials
 
 REPO_LOCK_TTL = 60.0
 LOCK_WAIT = 120.0
@@ -47,9 +48,7 @@ def _verify_base(spec: Pipeline, repo: Path) -> Any:
 def working_copy(spec: Pipeline) -> WorkingCopy:
     git = spec.git
     work = Path(runtime.settings().work_dir).expanduser() / "worktrees" / spec.name
-    settings = runtime.settings()
-    key = identity.key_file(settings, runtime.redis_client(), spec.name)
-    env = auth_env(key, git.token.get_secret_value() if git.token else None)
+    env = auth_env(*git_credentials(spec))
     return WorkingCopy(work, git.url, git.branch, env=env, timeout=git.timeout)
 
 

@@ -19,7 +19,7 @@ from typing import Any, cast
 
 from celery import chain
 
-from gitops_pipeline import counters, events, identity, jobs, runs, runtime
+from gitops_pipeline import counters, events, jobs, runs, runtime
 from gitops_pipeline.celery_app import app
 from gitops_pipeline.cluster.apply import Applied, Applier, ApplyResult
 from gitops_pipeline.cluster.gc import GcResult, collect
@@ -32,20 +32,19 @@ from gitops_pipeline.locks import FencedLock
 from gitops_pipeline.manifests.generate import render_paths
 from gitops_pipeline.manifests.load import YAML_SUFFIXES, Manifest, load_blobs
 from gitops_pipeline.tasks.base import PipelineTask, pipeline_of
-from gitops_pipeline.tasks.clients import cluster_client
+from gitops_pipeline.tasks.clients import cluster_client, git_credentials
 
 ARTIFACT_TTL = 24 * 3600
 
 
 def _mirror(pipeline: Pipeline) -> Mirror:
-    settings = runtime.settings()
-    git = pipeline.git
+    key, token = git_credentials(pipeline)
     return Mirror(
-        Path(settings.work_dir).expanduser() / "mirrors" / pipeline.name,
-        git.url,
-        timeout=git.timeout,
-        ssh_key_file=identity.key_file(settings, runtime.redis_client(), pipeline.name),
-        token=git.token.get_secret_value() if git.token else None,
+        Path(runtime.settings().work_dir).expanduser() / "mirrors" / pipeline.name,
+        pipeline.git.url,
+        timeout=pipeline.git.timeout,
+        ssh_key_file=key,
+        token=token,
     )
 
 
