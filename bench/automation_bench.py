@@ -47,7 +47,6 @@ import platform
 import re
 import secrets
 import shutil
-import signal
 import statistics
 import sys
 import tempfile
@@ -59,7 +58,6 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import FrameType
 from typing import Any, TypeVar, cast
 
 import httpx
@@ -71,6 +69,7 @@ from kubernetes import config as k8s_config
 from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
 
+from bench.common import log, run_interruptibly
 from gitops_pipeline import jobs
 from gitops_pipeline.celery_app import celery_config
 from gitops_pipeline.config import Settings, parse_settings
@@ -110,11 +109,6 @@ CREATED_BASE = datetime(2024, 1, 1, tzinfo=UTC)
 BOT = ("Flux Bot", "bot@example.com")
 
 T = TypeVar("T")
-
-
-def log(message: str) -> None:
-    """Progress goes to stderr; the report goes to stdout."""
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def verdict(ok: bool) -> str:
@@ -936,10 +930,6 @@ def _commits(runs: Sequence[Change]) -> list[float]:
 # --- the run ---------------------------------------------------------------------------------
 
 
-def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
-
-
 @dataclass(frozen=True)
 class Options:
     rounds: int
@@ -1075,15 +1065,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parts=frozenset([args.only] if args.only else ["latency", "releases"]),
         keep=args.keep,
     )
-    signal.signal(signal.SIGTERM, _raise_on_sigterm)
-    # Ctrl-C raises KeyboardInterrupt even when started from a shell that ignores SIGINT.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        run(options)
-    except KeyboardInterrupt:
-        log("interrupted; everything started was stopped")
-        return 130
-    return 0
+    return run_interruptibly(lambda: run(options))
 
 
 if __name__ == "__main__":

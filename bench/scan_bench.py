@@ -64,14 +64,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
-from types import FrameType
-from typing import Any, Self, cast
+from typing import Any, cast
 
 import httpx
 import redis
 import yaml
 from celery import Celery
 
+from bench.common import log, run_interruptibly
 from gitops_pipeline.celery_app import celery_config
 from gitops_pipeline.config import Settings, parse_settings
 from gitops_pipeline.policy.filters import newest_by_version, parse_filter
@@ -107,11 +107,6 @@ WAIT_SECONDS = 600.0  # upper bound of one wait, so a hung run ends; not a speed
 READY_SECONDS = 120.0
 TASK_DONE = re.compile(r"Task scan\.repository\[[^\]]+\] succeeded in ([0-9.]+)s")
 CREATED_BASE = datetime(2024, 1, 1, tzinfo=UTC)
-
-
-def log(message: str) -> None:
-    """Progress goes to stderr; the report goes to stdout."""
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def verdict(ok: bool) -> str:
@@ -220,22 +215,11 @@ def push_all(jobs: list[PushJob]) -> tuple[float, int, int]:
 
 @dataclass(eq=False)
 class BenchFront(RegistryFront):
-    """The test bed's front with the page size capped, an optional delay, and no Nagle.
-
-    ``BaseHTTPRequestHandler`` writes the headers and the body of an answer in two sends;
-    without ``TCP_NODELAY`` the body waits for the ACK of the headers, which the client delays
-    (about 40 ms on Linux), so every request through the plain front takes ~40 ms longer
-    (measured here: 21 requests/s instead of 340 on one connection).
-    """
+    """The test bed's front (which answers without Nagle's delay) with the page size capped
+    and an optional delay."""
 
     max_page: int = 100
     delay: float = 0.0
-
-    def start(self) -> Self:
-        super().start()
-        assert self._server is not None
-        self._server.RequestHandlerClass.disable_nagle_algorithm = True  # type: ignore[attr-defined]
-        return self
 
     def _answer(
         self, method: str, path: str, headers: dict[str, str]
@@ -778,10 +762,6 @@ def registry_env() -> Iterator[None]:
             os.environ["GOGC"] = old
 
 
-def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
-
-
 @dataclass(frozen=True)
 class Options:
     repos: int
@@ -875,14 +855,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parts=frozenset([args.only] if args.only else ["requests", "scaling"]),
         keep=args.keep,
     )
-    signal.signal(signal.SIGTERM, _raise_on_sigterm)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        run(options)
-    except KeyboardInterrupt:
-        log("interrupted; everything started was stopped")
-        return 130
-    return 0
+    return run_interruptibly(lambda: run(options))
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ import os
 import platform
 import resource
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -40,7 +39,6 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from types import FrameType
 from typing import Any, TypeVar, cast
 
 import redis
@@ -49,6 +47,7 @@ from celery import Celery
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
+from bench.common import log, run_interruptibly
 from gitops_pipeline.celery_app import celery_config
 from gitops_pipeline.config import Settings, parse_settings
 from gitops_pipeline.store import Keys
@@ -78,11 +77,6 @@ CHANGED_NAMESPACE_INDEX = 0
 CHANGED_CONFIGMAP_INDEX = 0
 
 T = TypeVar("T")
-
-
-def log(message: str) -> None:
-    """Progress goes to stderr; the report goes to stdout."""
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 # --- the manifests ---------------------------------------------------------------------------
@@ -607,10 +601,6 @@ def report(facts: dict[str, str], results: Results, total: float) -> None:
 # --- the run ---------------------------------------------------------------------------------
 
 
-def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
-
-
 def run(quick: bool, keep: bool) -> None:
     started = time.monotonic()
     full_reps = 1 if quick else 3
@@ -710,12 +700,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (smoke run)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary state directory")
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_on_sigterm)
-    # Ctrl-C raises KeyboardInterrupt even when started from a shell that ignores SIGINT.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        run(quick=args.quick, keep=args.keep)
-    except KeyboardInterrupt:
-        log("interrupted; everything started was stopped")
-        return 130
-    return 0
+    return run_interruptibly(lambda: run(quick=args.quick, keep=args.keep))

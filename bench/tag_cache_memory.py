@@ -25,7 +25,6 @@ import argparse
 import random
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -36,6 +35,7 @@ from typing import Any, cast
 
 import redis
 
+from bench.common import log
 from gitops_pipeline.registry.cache import ImageInfo, TagCache
 from gitops_pipeline.testbed.redis_server import start_redis
 
@@ -45,11 +45,6 @@ BATCH = 1000
 NOW = 1_700_000_000.0
 
 Repos = dict[str, dict[str, str | None]]
-
-
-def log(message: str) -> None:
-    """Progress goes to stderr; the report goes to stdout."""
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 # --- the data ----------------------------------------------------------------------------------
