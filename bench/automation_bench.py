@@ -69,7 +69,7 @@ from kubernetes import config as k8s_config
 from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
 
-from bench.common import log, run_interruptibly
+from bench.common import log, poll, run_interruptibly
 from gitops_pipeline import jobs
 from gitops_pipeline.celery_app import celery_config
 from gitops_pipeline.config import Settings, parse_settings
@@ -385,14 +385,9 @@ class Operator:
 
     def wait(self, what: str, probe: Callable[[], T | None]) -> T:
         """Poll `probe` until it returns something; watch the worker pools."""
-        deadline = time.monotonic() + WAIT_SECONDS
-        while time.monotonic() < deadline:
-            found = probe()
-            if found is not None:
-                return found
-            self.pools.check_alive()
-            time.sleep(POLL_SECONDS)
-        raise RuntimeError(f"gave up waiting for {what} after {WAIT_SECONDS:.0f} s")
+        return poll(
+            what, probe, alive=self.pools.check_alive, every=POLL_SECONDS, limit=WAIT_SECONDS
+        )
 
     def image(self, namespace: str, name: str) -> str:
         found = self.apps.read_namespaced_deployment(name, namespace, _request_timeout=10)

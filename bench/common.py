@@ -7,6 +7,9 @@ import sys
 import time
 from collections.abc import Callable
 from types import FrameType
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def log(message: str) -> None:
@@ -30,3 +33,23 @@ def run_interruptibly(run: Callable[[], None]) -> int:
         log("interrupted; everything started was stopped")
         return 130
     return 0
+
+
+def poll(
+    what: str,
+    probe: Callable[[], T | None],
+    *,
+    alive: Callable[[], None],
+    every: float,
+    limit: float,
+) -> T:
+    """Call `probe` every `every` seconds until it returns something, checking with `alive`
+    that the processes under test still run; RuntimeError after `limit` seconds."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        found = probe()
+        if found is not None:
+            return found
+        alive()
+        time.sleep(every)
+    raise RuntimeError(f"gave up waiting for {what} after {limit:.0f} s")

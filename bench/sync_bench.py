@@ -47,7 +47,7 @@ from celery import Celery
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from bench.common import log, run_interruptibly
+from bench.common import log, poll, run_interruptibly
 from gitops_pipeline.celery_app import celery_config
 from gitops_pipeline.config import Settings, parse_settings
 from gitops_pipeline.store import Keys
@@ -426,14 +426,9 @@ class Pipelines:
 
     def wait(self, what: str, probe: Callable[[], T | None]) -> T:
         """Poll `probe` every POLL_SECONDS until it returns something; watch the worker."""
-        deadline = time.monotonic() + WAIT_SECONDS
-        while time.monotonic() < deadline:
-            found = probe()
-            if found is not None:
-                return found
-            self.worker.check_alive()
-            time.sleep(POLL_SECONDS)
-        raise RuntimeError(f"gave up waiting for {what} after {WAIT_SECONDS:.0f}s")
+        return poll(
+            what, probe, alive=self.worker.check_alive, every=POLL_SECONDS, limit=WAIT_SECONDS
+        )
 
     def finished(self, pipeline: str, revision: str | None = None) -> dict[str, str] | None:
         status = self.status(pipeline)
