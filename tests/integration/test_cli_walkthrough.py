@@ -3,21 +3,17 @@ real worker, Redis, registry, git remote and the test-bed API server."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-import redis
 import test_cli as cli_tests
 import test_operations as ops
 from kubernetes import client as k8s
 
 from gitops_pipeline.config import Settings
-from gitops_pipeline.registry.cache import TagCache
-from gitops_pipeline.tasks import scan
 from gitops_pipeline.testbed.gitremote import run_git
 from gitops_pipeline.testbed.kube import KubeServer
-from gitops_pipeline.testbed.registry import RegistryServer, push_image
+from gitops_pipeline.testbed.registry import RegistryServer
 
 worker = ops.worker  # the operations module's real worker (found by this name)
 
@@ -31,29 +27,9 @@ def test_seed_walkthrough_with_gitopsctl(
     key_prefix: str,
     tmp_path: Path,
 ) -> None:
-    repository = f"gitopsbook/{key_prefix.strip(':')}-cli"
-    for tag, day in {"v0.1": 1, "v0.2": 2}.items():
-        push_image(registry.url, repository, tag, datetime(2024, 1, day, tzinfo=UTC))
-    image = f"{registry.host}/{repository}"
-    deployment = ops.DEPLOYMENT.format(name="sample-app", image=f"{image}:v0.1")
     name = f"cli-{key_prefix.strip(':')}"
-    setup = ops._setup(
-        worker,
-        kube,
-        kube_namespace,
-        tmp_path,
-        name,
-        {"sample-app-deployment.yaml": deployment},
-        registry,
-    )
-    scan.dispatch.delay()  # what the beat's scan tick does
-    tags = TagCache(redis.Redis.from_url(setup.settings.redis_url), setup.settings.key_prefix)
-    ops._wait(lambda: (m := tags.meta(image)) is not None and m.scanned_at, "the scan")
-    apps = k8s.AppsV1Api(kube_api_client)
-
-    def running() -> str:
-        found = apps.read_namespaced_deployment("sample-app", kube_namespace)
-        return str(found.spec.template.spec.containers[0].image)
+    app = ops.SampleApp(worker, registry, kube, kube_namespace, kube_api_client, tmp_path, name)
+    setup, image, running = app.setup, app.image, app.running
 
     workload = f"{kube_namespace}:deployment/sample-app"
     with cli_tests._serve(setup.settings) as url:

@@ -164,6 +164,39 @@ def _setup(
     return setup
 
 
+class SampleApp:
+    """The seed's sample-app at v0.1 with v0.2 in the registry, synced and scanned."""
+
+    def __init__(
+        self,
+        worker: Settings,
+        registry: RegistryServer,
+        kube: KubeServer,
+        namespace: str,
+        api: k8s.ApiClient,
+        tmp_path: Path,
+        name: str,
+    ) -> None:
+        repository = f"gitopsbook/{name}-sample-app"
+        for tag, day in {"v0.1": 1, "v0.2": 2}.items():
+            push_image(registry.url, repository, tag, datetime(2024, 1, day, tzinfo=UTC))
+        self.image = f"{registry.host}/{repository}"
+        self.original = DEPLOYMENT.format(name="sample-app", image=f"{self.image}:v0.1")
+        files = {"sample-app-deployment.yaml": self.original}
+        self.setup = _setup(worker, kube, namespace, tmp_path, name, files, registry)
+        scan.dispatch.delay()  # what the beat's scan tick does
+        settings = self.setup.settings
+        tags = TagCache(redis.Redis.from_url(settings.redis_url), settings.key_prefix)
+        _wait(lambda: (m := tags.meta(self.image)) is not None and m.scanned_at, "the scan")
+        self._apps = k8s.AppsV1Api(api)
+        self._namespace = namespace
+
+    def running(self) -> str:
+        """The image the Deployment in the API server runs."""
+        found = self._apps.read_namespaced_deployment("sample-app", self._namespace)
+        return str(found.spec.template.spec.containers[0].image)
+
+
 def test_automate_commits_the_annotation_then_the_image(
     worker: Settings,
     registry: RegistryServer,
@@ -175,30 +208,16 @@ def test_automate_commits_the_annotation_then_the_image(
 ) -> None:
     """The seed walkthrough: sample-app runs v0.1, v0.2 is in the registry; automate -> two
     commits (annotation, then image) -> the Deployment in the API server runs v0.2."""
-    repository = f"gitopsbook/{key_prefix.strip(':')}-sample-app"
-    for tag, day in {"v0.1": 1, "v0.2": 2}.items():
-        push_image(registry.url, repository, tag, datetime(2024, 1, day, tzinfo=UTC))
-    image = f"{registry.host}/{repository}"
-    original = DEPLOYMENT.format(name="sample-app", image=f"{image}:v0.1")
-    name = f"walk-{key_prefix.strip(':')}"
-    setup = _setup(
+    app = SampleApp(
         worker,
+        registry,
         kube,
         kube_namespace,
+        kube_api_client,
         tmp_path,
-        name,
-        {"sample-app-deployment.yaml": original},
-        registry,
+        f"walk-{key_prefix.strip(':')}",
     )
-    scan.dispatch.delay()
-    tags = TagCache(redis.Redis.from_url(setup.settings.redis_url), setup.settings.key_prefix)
-    _wait(lambda: (m := tags.meta(image)) is not None and m.scanned_at, "the scan")
-    apps = k8s.AppsV1Api(kube_api_client)
-
-    def running() -> str:
-        deployment = apps.read_namespaced_deployment("sample-app", kube_namespace)
-        return str(deployment.spec.template.spec.containers[0].image)
-
+    setup, image, original, running = app.setup, app.image, app.original, app.running
     assert running() == f"{image}:v0.1"
 
     workload = f"{kube_namespace}:deployment/sample-app"
