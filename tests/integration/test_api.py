@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import redis
+import test_sync_e2e as e2e
 import yaml
 from celery.contrib.testing.worker import start_worker
 from fastapi.testclient import TestClient
@@ -19,7 +20,7 @@ from fastapi.testclient import TestClient
 from gitops_pipeline import events, jobs
 from gitops_pipeline.api.app import create_app
 from gitops_pipeline.api.records import UNREADABLE_ERRORS
-from gitops_pipeline.celery_app import app, configure
+from gitops_pipeline.celery_app import app
 from gitops_pipeline.config import Settings, parse_settings
 from gitops_pipeline.store import Keys
 from gitops_pipeline.testbed.process import free_port
@@ -262,19 +263,7 @@ def test_readyz_is_503_when_redis_is_unreachable(key_prefix: str) -> None:
 def test_readyz_follows_a_real_worker(
     redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    # Celery binds a process to one broker: the same Redis and prefix as the e2e workers.
-    settings = parse_settings(
-        yaml.safe_dump(
-            {
-                "redis_url": redis_server.url,
-                "key_prefix": "e2e:",
-                "work_dir": str(tmp_path_factory.mktemp("work")),
-            }
-        ),
-        "test-config",
-        {},
-    )
-    configure(settings)
+    settings = e2e.worker_settings(redis_server.url, tmp_path_factory.mktemp("work"))
     api = TestClient(create_app(settings))
     with start_worker(
         app, pool="solo", queues=["sync", "default"], perform_ping_check=False, shutdown_timeout=30

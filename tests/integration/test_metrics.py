@@ -5,29 +5,27 @@ Prometheus reads it."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import redis
+import test_sync_e2e as e2e
 import yaml
 from celery import Celery
-from celery.contrib.testing.worker import start_worker
 from fastapi.testclient import TestClient
 from kubernetes import client as k8s
 from prometheus_client.parser import text_string_to_metric_families
 
 from gitops_pipeline import counters, runtime
 from gitops_pipeline.api.app import create_app
-from gitops_pipeline.celery_app import app, celery_config, configure
+from gitops_pipeline.celery_app import celery_config
 from gitops_pipeline.config import Pipeline, Settings, parse_settings
 from gitops_pipeline.locks import FencedLock, LockBusy, LockLost
 from gitops_pipeline.store import Keys
 from gitops_pipeline.tasks import scan, sync
 from gitops_pipeline.testbed.gitremote import GitRemote
 from gitops_pipeline.testbed.kube import KubeServer
-from gitops_pipeline.testbed.redis_server import RedisServer
 from gitops_pipeline.testbed.registry import RegistryServer, push_image
 from gitops_pipeline.testbed.registry_front import RegistryFront
 
@@ -218,28 +216,7 @@ def test_queue_lengths_count_every_priority_and_the_unacknowledged(
 # --- the sync chain on a real worker and API server --------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def worker(
-    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Settings]:
-    """A real Celery worker; the binding (Redis, `e2e:`) is the one the other e2e modules use,
-    since Celery binds a process to one broker."""
-    base = parse_settings(
-        yaml.safe_dump(
-            {
-                "redis_url": redis_server.url,
-                "key_prefix": "e2e:",
-                "work_dir": str(tmp_path_factory.mktemp("work")),
-            }
-        ),
-        "test-config",
-        {},
-    )
-    configure(base)
-    with start_worker(
-        app, pool="solo", queues=["sync", "default"], perform_ping_check=False, shutdown_timeout=30
-    ):
-        yield base
+worker = e2e.worker  # the sync e2e module's real worker (found by this name)
 
 
 def test_syncs_count_results_objects_and_git_readiness(

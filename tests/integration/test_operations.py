@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import redis
+import test_sync_e2e as e2e
 import yaml
 from celery.contrib.testing.worker import start_worker
 from fastapi.testclient import TestClient
@@ -21,7 +22,7 @@ from kubernetes import client as k8s
 
 from gitops_pipeline import jobs, runtime
 from gitops_pipeline.api.app import create_app
-from gitops_pipeline.celery_app import app, configure
+from gitops_pipeline.celery_app import app
 from gitops_pipeline.config import Pipeline, Settings, parse_settings
 from gitops_pipeline.errors import PermanentError
 from gitops_pipeline.registry.cache import TagCache
@@ -61,19 +62,8 @@ spec:
 def worker(
     redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Settings]:
-    base = parse_settings(
-        yaml.safe_dump(
-            {
-                "redis_url": redis_server.url,
-                "key_prefix": "e2e:",  # one binding per process (see celery_app.configure)
-                "work_dir": str(tmp_path_factory.mktemp("work")),
-                "api": {"tokens": [{"token": ADMIN, "scope": "admin"}]},
-            }
-        ),
-        "test-config",
-        {},
-    )
-    configure(base)
+    api = {"tokens": [{"token": ADMIN, "scope": "admin"}]}
+    base = e2e.worker_settings(redis_server.url, tmp_path_factory.mktemp("work"), api=api)
     queues = ["sync", "default", "scan", "automation"]
     with start_worker(
         app,
@@ -431,7 +421,8 @@ def test_redelivered_jobs_keep_their_outcome_and_bad_jobs_fail_whole(
     operations.release.delay(done["id"], name).get(timeout=WAIT)
     again = setup.finished(done["id"])
     assert (again["sha"], again["result"]) == (done["sha"], done["result"])
-    # A redelivery of a finished job changes nothing at all.
+    # A redelivery of a finished (and applied, so nothing else changes it) job changes nothing.
+    setup.job(done["id"], lambda j: j["sync"] == "applied")
     before = setup.redis.hgetall(jobs.job_key(prefix, done["id"]))
     assert operations.release.delay(done["id"], name).get(timeout=WAIT)["redelivered"] is True
     assert setup.redis.hgetall(jobs.job_key(prefix, done["id"])) == before

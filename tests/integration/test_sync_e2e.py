@@ -34,27 +34,22 @@ EXAMPLE = Path(__file__).parents[2] / "examples" / "sample-app-deployment"
 SYNC_WAIT = 90.0  # an upper bound for the wait, not a speed check
 
 
+def worker_settings(redis_url: str, work_dir: Path, **extra: Any) -> Settings:
+    """Settings for a real worker in this process, bound (`configure`) to the one Redis and
+    key prefix every module's worker uses: Celery binds a process to one broker, so tests share
+    them and each test adds its own pipeline (own name, git remote and namespace)."""
+    config = {"redis_url": redis_url, "key_prefix": "e2e:", "work_dir": str(work_dir), **extra}
+    settings = parse_settings(yaml.safe_dump(config), "test-config", {})
+    configure(settings)
+    return settings
+
+
 @pytest.fixture(scope="module")
 def worker(
     redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Settings]:
-    """One real Celery worker (solo pool, in this process) for the module's tests.
-
-    Celery binds a process to one broker, so tests share the Redis and key prefix and each
-    test gets its own pipeline (own name, git remote and namespace) added to the settings.
-    """
-    base = parse_settings(
-        yaml.safe_dump(
-            {
-                "redis_url": redis_server.url,
-                "key_prefix": "e2e:",
-                "work_dir": str(tmp_path_factory.mktemp("work")),
-            }
-        ),
-        "test-config",
-        {},
-    )
-    configure(base)
+    """One real Celery worker (solo pool, in this process) for the module's tests."""
+    base = worker_settings(redis_server.url, tmp_path_factory.mktemp("work"))
     with start_worker(
         app, pool="solo", queues=["sync", "default"], perform_ping_check=False, shutdown_timeout=30
     ):

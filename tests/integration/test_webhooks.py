@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import redis
+import test_sync_e2e as e2e
 import yaml
 from celery.contrib.testing.worker import start_worker
 from fastapi.testclient import TestClient
@@ -24,7 +25,6 @@ from fastapi.testclient import TestClient
 from gitops_pipeline import counters, events
 from gitops_pipeline.api.app import create_app
 from gitops_pipeline.celery_app import app as celery_app
-from gitops_pipeline.celery_app import configure
 from gitops_pipeline.config import Settings, parse_settings
 from gitops_pipeline.registry.cache import TagCache
 from gitops_pipeline.registry.reference import DOCKER_HUB
@@ -714,14 +714,12 @@ def test_a_burst_of_pushes_ends_in_at_most_two_sync_runs(
     remote = GitRemote(tmp_path / "git")
     remote.commit({"README.md": "no manifests here\n"}, "initial")
     name = f"burst-{key_prefix.strip(':')}"
-    config = {
-        "redis_url": redis_server.url,
-        "key_prefix": "e2e:",  # the Celery app of a process is bound to one prefix (test_sync_e2e)
-        "work_dir": str(tmp_path / "work"),
-        "webhooks": {"generic": SECRETS["generic"]},
-        "pipelines": [{"name": name, "git": {"url": remote.url, "paths": ["deploy"]}}],
-    }
-    settings = parse_settings(yaml.safe_dump(config), "test", {})
+    settings = e2e.worker_settings(
+        redis_server.url,
+        tmp_path / "work",
+        webhooks={"generic": SECRETS["generic"]},
+        pipelines=[{"name": name, "git": {"url": remote.url, "paths": ["deploy"]}}],
+    )
     api = TestClient(create_app(settings))
     body = json.dumps({"url": remote.url, "branch": "master"}).encode()
     for _ in range(5):
@@ -735,7 +733,6 @@ def test_a_burst_of_pushes_ends_in_at_most_two_sync_runs(
         found = events.recent(client, keys, name, count=100)
         return [e.message for e in found if e.message.startswith("sync started")]
 
-    configure(settings)
     with start_worker(
         celery_app, pool="solo", queues=["sync"], perform_ping_check=False, shutdown_timeout=30
     ):
