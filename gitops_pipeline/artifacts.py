@@ -1,20 +1,37 @@
-"""The rendered objects of a pipeline's last applied revision, as `sync.generate` stored them.
-
-Workers (scan planning, automation) and the web process (workloads, images, status page) read
-the same artifact: the sync record names its key, and it lives for `ARTIFACT_TTL`.
-"""
+"""The rendered objects of a revision, stored in Redis by `sync.generate` (`store`) and read
+by workers (scan planning, automation) and the web process (workloads, images, status page) for
+the pipeline's last applied revision (`applied_objects`): the sync record names its key."""
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from typing import Any, cast
 
 import redis
 
+from gitops_pipeline.manifests.load import Manifest
 from gitops_pipeline.store import Keys
 
 log = logging.getLogger(__name__)
+
+
+def store(
+    client: redis.Redis,
+    key: str,
+    pipeline: str,
+    revision: str,
+    manifests: Iterable[Manifest],
+    ttl: int,
+) -> None:
+    """Keep the rendered set of `pipeline` at `revision` under `key` for `ttl` seconds."""
+    payload = {
+        "pipeline": pipeline,
+        "revision": revision,
+        "objects": [{"source": m.source, "object": m.obj} for m in manifests],
+    }
+    client.set(key, json.dumps(payload), ex=ttl)
 
 
 def applied_objects(client: redis.Redis, keys: Keys, pipeline: str) -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ from typing import Any, cast
 
 from celery import chain
 
-from gitops_pipeline import counters, events, jobs, runs, runtime
+from gitops_pipeline import artifacts, counters, events, jobs, runs, runtime
 from gitops_pipeline.celery_app import app
 from gitops_pipeline.cluster.apply import Applied, Applier, ApplyResult
 from gitops_pipeline.cluster.gc import GcResult, collect
@@ -208,12 +208,7 @@ def generate(revision: str, pipeline: str) -> str:
         return key  # identical input is not rendered again
     started = time.monotonic()
     manifests = _render(spec, revision)
-    payload = {
-        "pipeline": pipeline,
-        "revision": revision,
-        "objects": [{"source": m.source, "object": m.obj} for m in manifests],
-    }
-    client.set(key, json.dumps(payload), ex=ARTIFACT_TTL)
+    artifacts.store(client, key, pipeline, revision, manifests, ARTIFACT_TTL)
     _status(pipeline, generate_seconds=f"{time.monotonic() - started:.3f}")
     _event(
         pipeline,

@@ -17,11 +17,12 @@ import yaml
 from celery.contrib.testing.worker import start_worker
 from fastapi.testclient import TestClient
 
-from gitops_pipeline import events, jobs
+from gitops_pipeline import artifacts, events, jobs
 from gitops_pipeline.api.app import create_app
 from gitops_pipeline.api.records import UNREADABLE_ERRORS
 from gitops_pipeline.celery_app import app
 from gitops_pipeline.config import Settings, parse_settings
+from gitops_pipeline.manifests.load import Manifest
 from gitops_pipeline.store import Keys
 from gitops_pipeline.testbed.process import free_port
 from gitops_pipeline.testbed.redis_server import RedisServer
@@ -408,12 +409,8 @@ def _seed_applied(settings: Settings, **record: str) -> None:
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"}},
     ]
     artifact = keys.artifact(hashlib.sha256(f"sample-app@{REVISION}".encode()).hexdigest())
-    payload = {
-        "pipeline": "sample-app",
-        "revision": REVISION,
-        "objects": [{"source": "deploy/app.yaml", "object": obj} for obj in objects],
-    }
-    client.set(artifact, json.dumps(payload), ex=3600)
+    manifests = [Manifest(obj, "deploy/app.yaml") for obj in objects]
+    artifacts.store(client, artifact, "sample-app", REVISION, manifests, ttl=3600)
     now = time.time()
     fields = {
         "status": "synced-with-errors",

@@ -22,9 +22,10 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 
-from gitops_pipeline import events, jobs, presence
+from gitops_pipeline import artifacts, events, jobs, presence
 from gitops_pipeline.api.app import create_app
 from gitops_pipeline.config import parse_settings
+from gitops_pipeline.manifests.load import Manifest
 from gitops_pipeline.registry.cache import ImageInfo, TagCache
 from gitops_pipeline.store import Keys, connect_binary
 
@@ -110,12 +111,8 @@ def _seed(redis_url: str, key_prefix: str) -> list[str]:
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"}},
     ]
     artifact = keys.artifact(hashlib.sha256(f"sample-app@{REVISION}".encode()).hexdigest())
-    payload = {
-        "pipeline": "sample-app",
-        "revision": REVISION,
-        "objects": [{"source": "deploy/app.yaml", "object": obj} for obj in objects],
-    }
-    client.set(artifact, json.dumps(payload), ex=3600)
+    manifests = [Manifest(obj, "deploy/app.yaml") for obj in objects]
+    artifacts.store(client, artifact, "sample-app", REVISION, manifests, ttl=3600)
     now = time.time()
     client.hset(
         keys.sync("sample-app"),

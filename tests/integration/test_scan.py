@@ -19,9 +19,10 @@ import yaml
 from celery import Celery
 from kubernetes import client as k8s
 
-from gitops_pipeline import runtime
+from gitops_pipeline import artifacts, runtime
 from gitops_pipeline.celery_app import celery_config
 from gitops_pipeline.config import parse_settings
+from gitops_pipeline.manifests.load import Manifest
 from gitops_pipeline.registry.cache import TagCache
 from gitops_pipeline.registry.client import RateLimited, RegistryClient
 from gitops_pipeline.registry.scan import scan_repository
@@ -182,12 +183,7 @@ def test_two_scanner_processes_scan_each_repository_once(
         for i, image in enumerate(images)
     ]
     artifact = keys.artifact("fleet-test")
-    client.set(
-        artifact,
-        json.dumps(
-            {"revision": "x", "objects": [{"source": "x.yaml", "object": o} for o in objects]}
-        ),
-    )
+    artifacts.store(client, artifact, "fleet", "x", [Manifest(o, "x.yaml") for o in objects], 3600)
     client.hset(keys.sync("fleet"), "artifact", artifact)
 
     workers = []
@@ -280,10 +276,7 @@ def test_live_workloads_are_scanned_too(
         },
     }
     artifact = keys.artifact("live-test")
-    client.set(
-        artifact,
-        json.dumps({"revision": "x", "objects": [{"source": "d.yaml", "object": rendered}]}),
-    )
+    artifacts.store(client, artifact, "live", "x", [Manifest(rendered, "d.yaml")], 3600)
     client.hset(keys.sync("live"), "artifact", artifact)
     k8s.AppsV1Api(kube_api_client).create_namespaced_deployment(
         kube_namespace,
@@ -363,9 +356,8 @@ def test_image_pull_secrets_authenticate_the_scan(
         }
         client = redis.Redis.from_url(redis_url, decode_responses=True)
         keys = Keys(key_prefix)
-        client.set(
-            keys.artifact("private"),
-            json.dumps({"revision": "x", "objects": [{"source": "d.yaml", "object": workload}]}),
+        artifacts.store(
+            client, keys.artifact("private"), name, "x", [Manifest(workload, "d.yaml")], 3600
         )
         client.hset(keys.sync(name), "artifact", keys.artifact("private"))
         runtime.init(settings)

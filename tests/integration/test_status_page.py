@@ -30,9 +30,10 @@ import yaml
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from gitops_pipeline import events
+from gitops_pipeline import artifacts, events
 from gitops_pipeline.api.app import create_app
 from gitops_pipeline.config import Settings, parse_settings
+from gitops_pipeline.manifests.load import Manifest
 from gitops_pipeline.registry.cache import ImageInfo, TagCache
 from gitops_pipeline.registry.client import RegistryClient
 from gitops_pipeline.registry.scan import scan_repository
@@ -124,12 +125,8 @@ def _seed(settings: Settings, image_repo: str) -> None:
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"}},
     ]
     artifact = keys.artifact(hashlib.sha256(f"{PIPELINE}@{REVISION}".encode()).hexdigest())
-    payload = {
-        "pipeline": PIPELINE,
-        "revision": REVISION,
-        "objects": [{"source": "deploy/app.yaml", "object": obj} for obj in objects],
-    }
-    client.set(artifact, json.dumps(payload), ex=3600)
+    manifests = [Manifest(obj, "deploy/app.yaml") for obj in objects]
+    artifacts.store(client, artifact, PIPELINE, REVISION, manifests, ttl=3600)
     now = time.time()
     client.hset(
         keys.sync(PIPELINE),
