@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import redis
+import test_deploy
 import test_sync_e2e as e2e
 import uvicorn
 import yaml
@@ -467,18 +468,7 @@ def test_install_output_dir_is_a_kustomize_base_that_the_server_accepts(
     assert sorted(_objects(built.stdout), key=key) == sorted(_objects(printed), key=key)
 
     dynamic = DynamicClient(kube_api_client)
-    for obj in sorted(_objects(printed), key=lambda o: o["kind"] != "Namespace"):
-        resource = dynamic.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
-        meta = obj["metadata"]
-        assert isinstance(meta, dict)
-        resource.server_side_apply(
-            body=obj,
-            namespace=meta.get("namespace"),
-            field_manager="install-test",
-            force_conflicts=True,
-            # The namespace is created for real so the namespaced dry-runs have somewhere to go.
-            dry_run=None if obj["kind"] == "Namespace" else "All",
-        )
+    test_deploy.dry_run_apply(dynamic, _objects(printed), "install-test")
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,22 @@ def _rendered() -> list[dict[str, object]]:
     return [doc for doc in yaml.safe_load_all(built.stdout) if doc]
 
 
+def dry_run_apply(dynamic: DynamicClient, objects: list[dict[str, object]], manager: str) -> None:
+    """Server-side apply every object as a dry run (raising on any refusal); the Namespace is
+    created for real, so the namespaced dry-runs have somewhere to go."""
+    for obj in sorted(objects, key=lambda o: o["kind"] != "Namespace"):
+        resource = dynamic.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
+        meta = obj["metadata"]
+        assert isinstance(meta, dict)
+        resource.server_side_apply(
+            body=obj,
+            namespace=meta.get("namespace"),
+            field_manager=manager,
+            force_conflicts=True,
+            dry_run=None if obj["kind"] == "Namespace" else "All",
+        )
+
+
 def test_every_object_passes_a_server_side_dry_run(kube_api_client: k8s.ApiClient) -> None:
     dynamic = DynamicClient(kube_api_client)
     objects = _rendered()
@@ -37,18 +53,7 @@ def test_every_object_passes_a_server_side_dry_run(kube_api_client: k8s.ApiClien
         "Service",
         "ServiceAccount",
     ]
-    for obj in sorted(objects, key=lambda o: o["kind"] != "Namespace"):
-        resource = dynamic.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
-        meta = obj["metadata"]
-        assert isinstance(meta, dict)
-        resource.server_side_apply(
-            body=obj,
-            namespace=meta.get("namespace"),
-            field_manager="deploy-test",
-            force_conflicts=True,
-            # The namespace is created for real so the namespaced dry-runs have somewhere to go.
-            dry_run=None if obj["kind"] == "Namespace" else "All",
-        )
+    dry_run_apply(dynamic, objects, "deploy-test")
 
 
 def test_redis_never_evicts() -> None:
