@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -195,37 +195,38 @@ def _ref_push(payload: dict[str, Any], urls: tuple[str, ...]) -> Event:
     return GitPush(urls, (ref.removeprefix("refs/heads/"),))
 
 
+def _ref_hook(
+    event_header: str,
+    push_event: str,
+    url_fields: Sequence[tuple[str, ...]],
+    *,
+    pings: bool = False,
+) -> Callable[[Headers, bytes], Event]:
+    """A parser for a host that names the event in `event_header` and the pushed branch in the
+    payload's `ref` (GitHub, Gitea, GitLab); `pings`: it also sends a `ping` event."""
+
+    def parse(headers: Headers, body: bytes) -> Event:
+        event = headers.get(event_header)
+        if event != push_event:
+            ping = pings and event == "ping"
+            return Ignored("ping" if ping else f"event {event!r} is not a push")
+        payload = _object(body)
+        return _ref_push(payload, _urls(payload, url_fields))
+
+    return parse
+
+
 _GITHUB_URLS = [("repository", name) for name in ("clone_url", "ssh_url", "git_url", "html_url")]
-
-
-def _github(headers: Headers, body: bytes) -> Event:
-    event = headers.get("x-github-event")
-    if event != "push":
-        return Ignored("ping" if event == "ping" else f"event {event!r} is not a push")
-    payload = _object(body)
-    return _ref_push(payload, _urls(payload, _GITHUB_URLS))
-
-
-def _gitea(headers: Headers, body: bytes) -> Event:
-    event = headers.get("x-gitea-event")
-    if event != "push":
-        return Ignored(f"event {event!r} is not a push")
-    payload = _object(body)
-    return _ref_push(payload, _urls(payload, _GITHUB_URLS))
-
-
-_GITLAB_URLS = [
-    *(("project", name) for name in ("git_http_url", "git_ssh_url", "web_url")),
-    *(("repository", name) for name in ("git_http_url", "git_ssh_url", "homepage", "url")),
-]
-
-
-def _gitlab(headers: Headers, body: bytes) -> Event:
-    event = headers.get("x-gitlab-event")
-    if event != "Push Hook":
-        return Ignored(f"event {event!r} is not a push")
-    payload = _object(body)
-    return _ref_push(payload, _urls(payload, _GITLAB_URLS))
+_github = _ref_hook("x-github-event", "push", _GITHUB_URLS, pings=True)
+_gitea = _ref_hook("x-gitea-event", "push", _GITHUB_URLS)
+_gitlab = _ref_hook(
+    "x-gitlab-event",
+    "Push Hook",
+    [
+        *(("project", name) for name in ("git_http_url", "git_ssh_url", "web_url")),
+        *(("repository", name) for name in ("git_http_url", "git_ssh_url", "homepage", "url")),
+    ],
+)
 
 
 def _bitbucket(headers: Headers, body: bytes) -> Event:
