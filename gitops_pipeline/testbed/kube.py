@@ -21,9 +21,8 @@ from pathlib import Path
 import httpx
 import yaml
 
-from gitops_pipeline.testbed.process import ManagedProcess, free_port
+from gitops_pipeline.testbed.process import HOST, ManagedProcess, free_port
 
-HOST = "127.0.0.1"
 ETCD_READY_TIMEOUT = 30.0
 APISERVER_READY_TIMEOUT = 90.0
 CONTEXT = "testbed"

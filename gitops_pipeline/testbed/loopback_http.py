@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from gitops_pipeline.testbed.registry import HOST
+from gitops_pipeline.testbed.process import HOST
 
 
 class LoopbackHTTP:

@@ -18,7 +18,11 @@ LOG_TAIL_LINES = 40
 """How many lines of a service's log an error message quotes."""
 
 
-def free_port(host: str = "127.0.0.1") -> int:
+HOST = "127.0.0.1"
+"""Every test-bed service listens on loopback only."""
+
+
+def free_port(host: str = HOST) -> int:
     """Return a TCP port on ``host`` that is free right now (the kernel picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))

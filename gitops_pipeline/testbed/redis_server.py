@@ -8,9 +8,8 @@ from pathlib import Path
 
 import redis
 
-from gitops_pipeline.testbed.process import ManagedProcess, free_port
+from gitops_pipeline.testbed.process import HOST, ManagedProcess, free_port
 
-HOST = "127.0.0.1"
 READY_TIMEOUT = 30.0
 
 

@@ -24,9 +24,8 @@ from typing import Any
 import httpx
 import yaml
 
-from gitops_pipeline.testbed.process import ManagedProcess, free_port
+from gitops_pipeline.testbed.process import HOST, ManagedProcess, free_port
 
-HOST = "127.0.0.1"
 READY_TIMEOUT = 30.0
 REALM = "gitops-pipeline-testbed"
 

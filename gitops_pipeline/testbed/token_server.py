@@ -36,8 +36,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
 from gitops_pipeline.testbed.loopback_http import LoopbackHTTP
-from gitops_pipeline.testbed.process import free_port
-from gitops_pipeline.testbed.registry import HOST, RegistryServer, serve_registry
+from gitops_pipeline.testbed.process import HOST, free_port
+from gitops_pipeline.testbed.registry import RegistryServer, serve_registry
 
 ISSUER = "gitops-pipeline-testbed-issuer"
 SERVICE = "gitops-pipeline-testbed-registry"
