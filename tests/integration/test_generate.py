@@ -6,6 +6,7 @@ import json
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,7 @@ spec:
 CONFIGMAP = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: plain, namespace: default}\n"
 
 
-def _write(root: Path, files: dict[str, str]) -> Path:
+def write_files(root: Path, files: dict[str, str]) -> Path:
     for name, text in files.items():
         path = root / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -94,7 +95,7 @@ def _kubectl() -> None:
 
 
 def test_command_updated_renders_a_kustomize_overlay(tmp_path: Path) -> None:
-    _write(
+    write_files(
         tmp_path,
         {
             **BASE,
@@ -109,7 +110,7 @@ def test_command_updated_renders_a_kustomize_overlay(tmp_path: Path) -> None:
 
 
 def test_one_config_above_two_paths_runs_in_each_path(tmp_path: Path) -> None:
-    _write(
+    write_files(
         tmp_path,
         {
             **BASE,
@@ -129,7 +130,7 @@ def test_one_config_above_two_paths_runs_in_each_path(tmp_path: Path) -> None:
 
 
 def test_generators_are_concatenated_and_duplicates_name_both_sources(tmp_path: Path) -> None:
-    _write(
+    write_files(
         tmp_path,
         {
             "app/.flux.yaml": _command_updated("cat cm.txt", "echo; echo ---; cat cm.txt"),
@@ -158,7 +159,7 @@ spec:
           env:
             - {name: FEATURE, value: "on"}
 """
-    _write(
+    write_files(
         tmp_path,
         {
             **BASE,
@@ -179,7 +180,7 @@ spec:
 
 
 def test_missing_patch_file_is_an_empty_patch(tmp_path: Path) -> None:
-    _write(
+    write_files(
         tmp_path,
         {**BASE, **_overlay("staging"), "staging/.flux.yaml": _patch_updated("flux-patch.yaml")},
     )
@@ -188,7 +189,7 @@ def test_missing_patch_file_is_an_empty_patch(tmp_path: Path) -> None:
 
 
 def test_patch_matching_nothing_is_an_error(tmp_path: Path) -> None:
-    _write(
+    write_files(
         tmp_path,
         {
             **BASE,
@@ -224,37 +225,45 @@ def _wait_for(condition: Any, what: str) -> None:
         time.sleep(0.05)
 
 
-def test_hanging_generator_is_killed_with_its_whole_group(tmp_path: Path) -> None:
-    pid_file = tmp_path / "generator.pid"
-    command = f"echo $$ > {pid_file}; sh -c 'sleep 600 & sleep 600'"
-    repo = _write(tmp_path / "repo", {"app/.flux.yaml": _command_updated(command, timeout=1)})
+def assert_group_killed_on_timeout(call: Callable[[], object], pid_file: Path, error: str) -> None:
+    """`call` runs a command that writes its pid to `pid_file` and starts two `sleep 600`: it
+    must fail with ManifestError `error` at its timeout, with its whole process group gone."""
     caught: list[BaseException] = []
 
-    def render() -> None:
+    def run() -> None:
         try:
-            render_paths(repo, ["app"], True)
+            call()
         except BaseException as exc:
             caught.append(exc)
 
-    worker = threading.Thread(target=render)
+    worker = threading.Thread(target=run)
     worker.start()
-    _wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), "the generator")
+    _wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), "the command")
     pgid = int(pid_file.read_text())
     _wait_for(lambda: _group_members(pgid).count("sleep 600") == 2, "both sleeps to start")
     worker.join(WAIT)
     assert not worker.is_alive()
     assert len(caught) == 1 and isinstance(caught[0], ManifestError)
-    assert str(caught[0]) == (
-        f"generator {command!r} from app/.flux.yaml did not finish within its timeout of 1s; "
-        "its process group was killed"
-    )
+    assert str(caught[0]) == error
     _wait_for(lambda: not _group_members(pgid), "the process group to be gone")
+
+
+def test_hanging_generator_is_killed_with_its_whole_group(tmp_path: Path) -> None:
+    pid_file = tmp_path / "generator.pid"
+    command = f"echo $$ > {pid_file}; sh -c 'sleep 600 & sleep 600'"
+    repo = write_files(tmp_path / "repo", {"app/.flux.yaml": _command_updated(command, timeout=1)})
+    assert_group_killed_on_timeout(
+        lambda: render_paths(repo, ["app"], True),
+        pid_file,
+        f"generator {command!r} from app/.flux.yaml did not finish within its timeout of 1s; "
+        "its process group was killed",
+    )
 
 
 def test_background_leftovers_are_killed_after_success(tmp_path: Path) -> None:
     pid_file = tmp_path / "generator.pid"
     command = f"echo $$ > {pid_file}; sleep 600 > /dev/null 2>&1 & cat cm.txt"
-    repo = _write(
+    repo = write_files(
         tmp_path / "repo", {"app/.flux.yaml": _command_updated(command), "app/cm.txt": CONFIGMAP}
     )
     assert [m.ref for m in render_paths(repo, ["app"], True)] == ["default:ConfigMap/plain"]
@@ -263,7 +272,7 @@ def test_background_leftovers_are_killed_after_success(tmp_path: Path) -> None:
 
 
 def test_generator_printing_too_much_is_stopped(tmp_path: Path) -> None:
-    _write(tmp_path, {"app/.flux.yaml": _command_updated("yes", timeout=30)})
+    write_files(tmp_path, {"app/.flux.yaml": _command_updated("yes", timeout=30)})
     started = time.monotonic()
     with pytest.raises(ManifestError) as caught:
         render_paths(tmp_path, ["app"], True)
@@ -275,7 +284,7 @@ def test_generator_printing_too_much_is_stopped(tmp_path: Path) -> None:
 
 def test_failing_generator_shows_the_tail_of_its_stderr(tmp_path: Path) -> None:
     command = "for i in 1 2 3 4 5 6 7; do echo line $i >&2; done; echo out; exit 3"
-    _write(tmp_path, {"app/.flux.yaml": _command_updated(command)})
+    write_files(tmp_path, {"app/.flux.yaml": _command_updated(command)})
     with pytest.raises(ManifestError) as caught:
         render_paths(tmp_path, ["app"], True)
     assert str(caught.value) == (
@@ -285,7 +294,7 @@ def test_failing_generator_shows_the_tail_of_its_stderr(tmp_path: Path) -> None:
 
 
 def test_kustomize_error_is_reported(tmp_path: Path) -> None:
-    _write(tmp_path, {"app/.flux.yaml": _command_updated("kubectl kustomize .")})
+    write_files(tmp_path, {"app/.flux.yaml": _command_updated("kubectl kustomize .")})
     with pytest.raises(ManifestError, match=r"kubectl kustomize \.' from app/.flux.yaml exited"):
         render_paths(tmp_path, ["app"], True)
 
@@ -297,7 +306,7 @@ def test_generator_environment_is_minimal(tmp_path: Path, monkeypatch: pytest.Mo
         "env | sort | sed 's/^/    /'; "
         'printf \'  cwd: %s\\n  home_writable: %s\\n\' "$(pwd)" "$(touch $HOME/x && echo writable)"'
     )
-    _write(tmp_path, {"app/.flux.yaml": _command_updated(command)})
+    write_files(tmp_path, {"app/.flux.yaml": _command_updated(command)})
     (rendered,) = render_paths(tmp_path, ["app"], True)
     data = rendered.obj["data"]
     assert "worker-secret-value" not in str(rendered.obj)
@@ -322,8 +331,8 @@ def test_generator_environment_is_minimal(tmp_path: Path, monkeypatch: pytest.Mo
 def test_patch_file_outside_the_repo_is_refused(
     tmp_path: Path, patch_file: str, expected: str
 ) -> None:
-    outside = _write(tmp_path, {"x.yaml": "", "outside/patch.yaml": ""})
-    repo = _write(
+    outside = write_files(tmp_path, {"x.yaml": "", "outside/patch.yaml": ""})
+    repo = write_files(
         outside / "repo",
         {
             **BASE,
@@ -337,15 +346,15 @@ def test_patch_file_outside_the_repo_is_refused(
 
 
 def test_config_symlink_escaping_the_repo_is_refused(tmp_path: Path) -> None:
-    outside = _write(tmp_path, {"evil/.flux.yaml": _command_updated("echo hi")})
-    repo = _write(tmp_path / "repo", {"app/cm.yaml": CONFIGMAP})
+    outside = write_files(tmp_path, {"evil/.flux.yaml": _command_updated("echo hi")})
+    repo = write_files(tmp_path / "repo", {"app/cm.yaml": CONFIGMAP})
     (repo / "app" / ".flux.yaml").symlink_to(outside / "evil" / ".flux.yaml")
     with pytest.raises(ManifestError, match=r"^app/\.flux\.yaml: is a symlink leading outside"):
         render_paths(repo, ["app"], True)
 
 
 def test_scan_for_files_loads_plain_files(tmp_path: Path) -> None:
-    _write(
+    write_files(
         tmp_path,
         {
             ".flux.yaml": _command_updated("exit 1"),
@@ -358,7 +367,7 @@ def test_scan_for_files_loads_plain_files(tmp_path: Path) -> None:
 
 
 def test_without_manifest_generation_flux_yaml_is_ignored(tmp_path: Path) -> None:
-    _write(
+    write_files(
         tmp_path,
         {"app/.flux.yaml": _command_updated("exit 1"), "app/cm.yaml": CONFIGMAP},
     )
@@ -367,7 +376,7 @@ def test_without_manifest_generation_flux_yaml_is_ignored(tmp_path: Path) -> Non
 
 
 def test_paths_without_config_load_plain_files_next_to_generated_ones(tmp_path: Path) -> None:
-    _write(
+    write_files(
         tmp_path,
         {
             **BASE,
@@ -385,7 +394,7 @@ def test_paths_without_config_load_plain_files_next_to_generated_ones(tmp_path: 
 
 
 def test_same_object_from_a_file_and_a_generator_names_both(tmp_path: Path) -> None:
-    _write(
+    write_files(
         tmp_path,
         {
             "gen/.flux.yaml": _command_updated("cat ../plain/cm.yaml"),

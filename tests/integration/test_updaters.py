@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from test_generate import assert_group_killed_on_timeout, write_files
 
 from gitops_pipeline.errors import ManifestError
 from gitops_pipeline.manifests.edit import parse_workload, update_image, update_policy
@@ -16,7 +15,6 @@ from gitops_pipeline.manifests.fluxyaml import load_config
 from gitops_pipeline.manifests.generate import render_paths
 from gitops_pipeline.manifests.updaters import run_image_updaters, run_policy_updaters
 
-WAIT = 10.0  # an upper bound for waits on processes, not a speed check
 WEB = parse_workload("shop:Deployment/web")
 
 TEMPLATE = """\
@@ -47,14 +45,6 @@ echo "$FLUX_WORKLOAD $FLUX_POLICY=${FLUX_POLICY_VALUE-<removed>}" >> policies.lo
 """
 
 
-def _write(root: Path, files: dict[str, str]) -> Path:
-    for name, text in files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    return root
-
-
 def _command_updated(image: str | None, policy: str | None = None) -> str:
     updater = {}
     if image is not None:
@@ -70,7 +60,7 @@ def _command_updated(image: str | None, policy: str | None = None) -> str:
 
 
 def _repo(tmp_path: Path, flux_yaml: str) -> Path:
-    return _write(
+    return write_files(
         tmp_path / "repo",
         {
             "app/.flux.yaml": flux_yaml,
@@ -145,55 +135,18 @@ def test_updater_environment_is_minimal(tmp_path: Path, monkeypatch: pytest.Monk
     assert (root / "app/pwd.txt").read_text().strip() == str(workdir)
 
 
-def _group_members(pgid: int) -> list[str]:
-    """Command lines of live processes in process group `pgid` (zombies are not running)."""
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            cmdline = (stat.parent / "cmdline").read_bytes()
-        except (FileNotFoundError, ProcessLookupError, IndexError):
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(cmdline.replace(b"\0", b" ").decode().strip())
-    return members
-
-
-def _wait_for(condition: Any, what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def test_a_hanging_updater_is_killed_with_its_group(tmp_path: Path) -> None:
     pid_file = tmp_path / "updater.pid"
     command = f"echo $$ > {pid_file}; sleep 600 & sleep 600"
     root = _repo(tmp_path, _command_updated(command))
     config = load_config(root.resolve(), (root / "app").resolve())
     assert config is not None
-    caught: list[BaseException] = []
-
-    def update() -> None:
-        try:
-            run_image_updaters(root, root / "app", config, WEB, "app", "r/w:2", timeout=1)
-        except BaseException as exc:
-            caught.append(exc)
-
-    worker = threading.Thread(target=update)
-    worker.start()
-    _wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), "the updater")
-    pgid = int(pid_file.read_text())
-    _wait_for(lambda: _group_members(pgid).count("sleep 600") == 2, "both sleeps to start")
-    worker.join(WAIT)
-    assert not worker.is_alive()
-    assert len(caught) == 1 and isinstance(caught[0], ManifestError)
-    assert str(caught[0]) == (
+    assert_group_killed_on_timeout(
+        lambda: run_image_updaters(root, root / "app", config, WEB, "app", "r/w:2", timeout=1),
+        pid_file,
         f"containerImage updater {command!r} from app/.flux.yaml did not finish within its "
-        "timeout of 1s; its process group was killed"
+        "timeout of 1s; its process group was killed",
     )
-    _wait_for(lambda: not _group_members(pgid), "the process group to be gone")
 
 
 def test_a_failing_updater_shows_the_tail_of_its_stderr(tmp_path: Path) -> None:
@@ -221,7 +174,7 @@ def test_patch_updated_writes_the_patch_file(tmp_path: Path) -> None:
     flux_yaml = "version: 1\npatchUpdated:\n  generators: [{command: cat deployment.yaml}]\n"
     flux_yaml += "  patchFile: patches/auto.yaml\n"
     deployment = TEMPLATE.replace("IMAGE", "registry.local/web:1.0")
-    root = _write(
+    root = write_files(
         tmp_path / "repo",
         {
             "app/.flux.yaml": flux_yaml,
